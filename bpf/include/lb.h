@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Service lookup, backend choice and reverse translation, shared by the cgroup sock_addr hooks. */
+#ifndef SOCKMESH_LB_H
+#define SOCKMESH_LB_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "sockmesh_types.h"
+#include "maps.h"
+
+/*
+ * The errno a client sees when it connects to a service with no usable backend. ECONNREFUSED is
+ * what kube-proxy's REJECT rule produces, so applications behave as they do without a mesh:
+ * they fail at once and their retry logic runs, instead of waiting for a SYN timeout.
+ */
+#define SM_NO_BACKEND_ERRNO ECONNREFUSED
+
+/* Outcome of a translation attempt. */
+enum sm_xlate {
+	SM_XLATE_NOT_SERVICE = 0, /* not a VIP: leave the address alone */
+	SM_XLATE_DONE,            /* *out holds the chosen backend */
+	SM_XLATE_NO_BACKEND,      /* a VIP with no usable backend: reject */
+	SM_XLATE_ERROR,           /* inconsistent maps (should not happen): reject, counted */
+};
+
+static __always_inline int sm_is_v4_mapped(const __u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+/*
+ * Choose a backend for (addr, port, proto). Slots hold each healthy backend a number of times
+ * proportional to its weight, so a uniform slot choice is a weighted backend choice.
+ */
+static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, struct sm_backend *out,
+						  struct sm_svc_value *svc_out)
+{
+	struct sm_svc_value *svc;
+	struct sm_backend *be;
+	struct sm_slot_key sk;
+
+	svc = bpf_map_lookup_elem(&sm_services, key);
+	if (!svc)
+		return SM_XLATE_NOT_SERVICE;
+	/* Copy once: every later read comes from this one generation. */
+	*svc_out = *svc;
+	if (svc_out->slot_count == 0)
+		return SM_XLATE_NO_BACKEND;
+
+	sk.svc_id = svc_out->svc_id;
+	sk.gen = svc_out->gen;
+	sk.slot = bpf_get_prandom_u32() % svc_out->slot_count;
+	be = bpf_map_lookup_elem(&sm_backends, &sk);
+	if (!be)
+		return SM_XLATE_ERROR;
+	*out = *be;
+	return SM_XLATE_DONE;
+}
+
+static __always_inline void sm_revnat_record(__u64 cookie, const struct sm_backend *be,
+					     const struct sm_svc_key *vip)
+{
+	struct sm_revnat_key rk;
+	struct sm_revnat_value rv;
+
+	__builtin_memset(&rk, 0, sizeof(rk));
+	__builtin_memset(&rv, 0, sizeof(rv));
+	rk.cookie = cookie;
+	rk.addr[0] = be->addr[0];
+	rk.addr[1] = be->addr[1];
+	rk.addr[2] = be->addr[2];
+	rk.addr[3] = be->addr[3];
+	rk.port = be->port;
+	rk.family = be->family;
+	rv.addr[0] = vip->addr[0];
+	rv.addr[1] = vip->addr[1];
+	rv.addr[2] = vip->addr[2];
+	rv.addr[3] = vip->addr[3];
+	rv.port = vip->port;
+	rv.family = vip->family;
+	if (bpf_map_update_elem(&sm_revnat, &rk, &rv, BPF_ANY))
+		sm_count(SM_CNT_MAP_ERROR, 1);
+}
+
+static __always_inline struct sm_revnat_value *sm_revnat_lookup(__u64 cookie, const __be32 *addr,
+								 __u8 family, __be16 port)
+{
+	struct sm_revnat_key rk;
+
+	__builtin_memset(&rk, 0, sizeof(rk));
+	rk.cookie = cookie;
+	rk.addr[0] = addr[0];
+	rk.addr[1] = addr[1];
+	rk.addr[2] = addr[2];
+	rk.addr[3] = addr[3];
+	rk.port = port;
+	rk.family = family;
+	return bpf_map_lookup_elem(&sm_revnat, &rk);
+}
+
+#endif /* SOCKMESH_LB_H */

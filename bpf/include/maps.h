@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the datapath. Both objects (sock_lb, sock_redir) include this file; all maps are
+ * pinned by name under the agent's bpffs directory, so the second object, and the next agent
+ * after a restart, reuse the same maps instead of creating new ones.
+ *
+ * Capacities here are defaults; the agent may override max_entries at load time (settings), and a
+ * pinned map with different parameters is reported, not silently replaced.
+ */
+#ifndef SOCKMESH_MAPS_H
+#define SOCKMESH_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "sockmesh_types.h"
+
+/*
+ * BPF_F_NO_PREALLOC on the service tables: a replaced element is freed only after an RCU grace
+ * period, so a program that looked it up just before the agent replaced it still reads a whole,
+ * consistent value (preallocated elements can be recycled under a reader).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_svc_key);
+	__type(value, struct sm_svc_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_slot_key);
+	__type(value, struct sm_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_backends SEC(".maps");
+
+/* LRU: entries of closed sockets are never deleted explicitly; cookies are never reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct sm_revnat_key);
+	__type(value, struct sm_revnat_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_revnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_ip_key);
+	__type(value, struct sm_local_ep);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_local_eps SEC(".maps");
+
+/* Value size 8: a user-space lookup returns the socket cookie (sockmesh dump sockets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sm_sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_sockhash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sm_sock_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_sock_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SM_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_counters SEC(".maps");
+
+/*
+ * Never read by a program. The agent writes slot 0 of this map-in-map after switching services to
+ * a new backend generation: the kernel waits for an RCU grace period before a map-in-map update
+ * returns (maybe_wait_bpf_programs() in kernel/bpf/syscall.c), so once it returns no program still
+ * runs with the old generation and the old slots can be deleted.
+ */
+struct sm_rcu_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct sm_rcu_inner); /* must be the last member */
+} sm_rcu_sync SEC(".maps");
+
+static __always_inline void sm_count(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&sm_counters, &idx);
+
+	if (v)
+		*v += n; /* per-CPU slot: no atomic needed */
+}
+
+#endif /* SOCKMESH_MAPS_H */

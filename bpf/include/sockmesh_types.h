@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Structs that cross the kernel/user boundary, defined once.
+ *
+ * Their TypeScript codecs live in mesh-agent/datapath/codecs.ts; test/btf-layout.test.ts reads the
+ * BTF of the compiled objects and fails on any size or offset drift, so edit both together.
+ *
+ * Byte order is part of the type: __be16/__be32 fields hold network order exactly as the socket
+ * layer does (sin_port, sin_addr). Everything else is host order. There is no implicit padding in
+ * any key: hash-map keys are compared byte for byte, so every pad byte is named and zeroed.
+ */
+#ifndef SOCKMESH_TYPES_H
+#define SOCKMESH_TYPES_H
+
+#include <linux/types.h>
+
+#define SM_AF_INET 2   /* AF_INET */
+#define SM_AF_INET6 10 /* AF_INET6 */
+
+/*
+ * An IPv4 address is stored in addr[0] with addr[1..3] zero; an IPv6 address fills addr[0..3].
+ * IPv4-mapped IPv6 addresses (::ffff:a.b.c.d, seen on dual-stack sockets) are always normalised to
+ * the IPv4 form before they are used as a key, so the two views of one connection agree.
+ */
+
+/* sm_services: (VIP, port, protocol) -> service. */
+struct sm_svc_key {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family; /* SM_AF_INET or SM_AF_INET6 */
+};
+
+/* Service flags (sm_svc_value.flags). */
+#define SM_SVC_F_NONE 0u
+
+struct sm_svc_value {
+	__u32 svc_id;     /* stable id, allocated by the agent, also the slot-key prefix */
+	__u32 gen;        /* generation of the backend slots currently in force */
+	__u32 slot_count; /* 0: the service has no usable backend -> the connect fails */
+	__u32 flags;      /* SM_SVC_F_* */
+};
+
+/*
+ * sm_backend_slots: (service, generation, slot) -> backend. A service's weighted backend table is
+ * written as a whole new generation, then the service entry is switched to it in one update, so a
+ * connect sees either the old table or the new one, never a mix (see mesh-agent/datapath/reconciler.ts).
+ */
+struct sm_slot_key {
+	__u32 svc_id;
+	__u32 gen;
+	__u32 slot;
+};
+
+struct sm_backend {
+	__be32 addr[4];
+	__be16 port;
+	__u8 family;
+	__u8 flags; /* reserved, zero */
+};
+
+/*
+ * sm_revnat: (socket cookie, backend address, backend port) -> the VIP the socket asked for.
+ * Used by getpeername (TCP and connected UDP) and by recvmsg (unconnected UDP replies).
+ */
+struct sm_revnat_key {
+	__u64 cookie;
+	__be32 addr[4];
+	__be16 port;
+	__u8 family;
+	__u8 pad[5];
+};
+
+struct sm_revnat_value {
+	__be32 addr[4];
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+};
+
+/* sm_local_eps: IP of a meshed pod on this node -> what we know about it. */
+struct sm_ip_key {
+	__be32 addr[4];
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct sm_local_ep {
+	__u32 identity; /* numeric workload identity (0 until identities exist) */
+	__u32 flags;    /* reserved, zero */
+};
+
+/* sm_sockhash key: one TCP socket, seen from its own side. */
+struct sm_sock_key {
+	__be32 local[4];
+	__be32 remote[4];
+	__be16 local_port;
+	__be16 remote_port;
+	__u8 family;
+	__u8 pad[3];
+};
+
+/* Per-socket redirect decision, kept in socket-local storage (freed with the socket). */
+#define SM_REDIR_UNDECIDED 0
+#define SM_REDIR_ON 1
+#define SM_REDIR_OFF 2
+
+struct sm_sock_state {
+	__u32 redir; /* SM_REDIR_* */
+};
+
+/* Indexes of the per-CPU counter array sm_counters. Keep in step with COUNTER_NAMES in codecs.ts. */
+enum sm_counter {
+	SM_CNT_CONNECT_XLATE = 0,  /* connect() to a VIP translated to a backend */
+	SM_CNT_CONNECT_NO_BACKEND, /* connect()/sendmsg() to a VIP with no usable backend: rejected */
+	SM_CNT_UDP_XLATE,          /* unconnected UDP datagram to a VIP translated */
+	SM_CNT_UDP_REVNAT,         /* UDP reply source rewritten back to the VIP */
+	SM_CNT_PEERNAME_REVNAT,    /* getpeername() answered with the VIP */
+	SM_CNT_SOCK_LOCAL_PAIR,    /* established socket with both ends local: added to sm_sockhash */
+	SM_CNT_SOCK_NOT_LOCAL,     /* established socket with a non-local end: normal path */
+	SM_CNT_MSG_REDIRECT,       /* sendmsg redirected to the peer socket */
+	SM_CNT_MSG_REDIRECT_BYTES, /* bytes in those messages */
+	SM_CNT_MSG_FALLBACK,       /* sendmsg on a local pair that took the normal TCP path */
+	SM_CNT_MAP_ERROR,          /* a map update the datapath needed failed */
+	SM_CNT_MAX,
+};
+
+#endif /* SOCKMESH_TYPES_H */

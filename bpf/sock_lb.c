@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Socket-level service translation: cgroup sock_addr hooks. A connect()/sendmsg() to a service
+ * VIP is rewritten to a backend once, in the caller's own syscall; no packet is ever NATed.
+ * getpeername()/recvmsg() map the backend back to the VIP, so the application never sees it.
+ *
+ * Every hook returns 1 (proceed) unless it rejects: 0 plus bpf_set_retval() gives the caller a
+ * real errno instead of the default EPERM.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "include/sockmesh_types.h"
+#include "include/maps.h"
+#include "include/lb.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Reject with a real errno, counting why. */
+static __always_inline int sm_reject(enum sm_xlate why)
+{
+	sm_count(why == SM_XLATE_NO_BACKEND ? SM_CNT_CONNECT_NO_BACKEND : SM_CNT_MAP_ERROR, 1);
+	bpf_set_retval(-SM_NO_BACKEND_ERRNO);
+	return 0;
+}
+
+static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
+{
+	struct sm_svc_value svc;
+	struct sm_svc_key key;
+	struct sm_backend be;
+	enum sm_xlate res;
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.addr[0] = ctx->user_ip4;
+	key.port = (__be16)ctx->user_port; /* sin_port, zero-extended: low 16 bits are network order */
+	key.proto = ctx->protocol;
+	key.family = SM_AF_INET;
+
+	res = sm_lb_xlate(&key, &be, &svc);
+	if (res == SM_XLATE_NOT_SERVICE)
+		return 1;
+	if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
+		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
+
+	ctx->user_ip4 = be.addr[0];
+	ctx->user_port = (__u32)be.port;
+	sm_revnat_record(bpf_get_socket_cookie(ctx), &be, &key);
+	sm_count(ok_counter, 1);
+	return 1;
+}
+
+/*
+ * IPv6 sockets may address an IPv4 service through an IPv4-mapped address (::ffff:a.b.c.d): such a
+ * connect is translated with the IPv4 tables and the backend written back in mapped form.
+ */
+static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
+{
+	struct sm_svc_value svc;
+	struct sm_svc_key key;
+	struct sm_backend be;
+	enum sm_xlate res;
+	__u32 a[4];
+	int mapped;
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	mapped = sm_is_v4_mapped(a);
+
+	__builtin_memset(&key, 0, sizeof(key));
+	if (mapped) {
+		key.addr[0] = a[3];
+		key.family = SM_AF_INET;
+	} else {
+		key.addr[0] = a[0];
+		key.addr[1] = a[1];
+		key.addr[2] = a[2];
+		key.addr[3] = a[3];
+		key.family = SM_AF_INET6;
+	}
+	key.port = (__be16)ctx->user_port;
+	key.proto = ctx->protocol;
+
+	res = sm_lb_xlate(&key, &be, &svc);
+	if (res == SM_XLATE_NOT_SERVICE)
+		return 1;
+	if (res != SM_XLATE_DONE || be.family != key.family)
+		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
+
+	if (mapped) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = be.addr[0];
+	} else {
+		ctx->user_ip6[0] = be.addr[0];
+		ctx->user_ip6[1] = be.addr[1];
+		ctx->user_ip6[2] = be.addr[2];
+		ctx->user_ip6[3] = be.addr[3];
+	}
+	ctx->user_port = (__u32)be.port;
+	sm_revnat_record(bpf_get_socket_cookie(ctx), &be, &key);
+	sm_count(ok_counter, 1);
+	return 1;
+}
+
+/* Backend -> VIP for getpeername() and for the source of a received datagram. */
+static __always_inline int sm_rev4(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
+{
+	struct sm_revnat_value *rv;
+	__be32 a[4] = { ctx->user_ip4, 0, 0, 0 };
+
+	rv = sm_revnat_lookup(bpf_get_socket_cookie(ctx), a, SM_AF_INET, (__be16)ctx->user_port);
+	if (!rv || rv->family != SM_AF_INET)
+		return 1;
+	ctx->user_ip4 = rv->addr[0];
+	ctx->user_port = (__u32)rv->port;
+	sm_count(ok_counter, 1);
+	return 1;
+}
+
+static __always_inline int sm_rev6(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
+{
+	struct sm_revnat_value *rv;
+	__be32 a[4];
+	__u8 family = SM_AF_INET6;
+	int mapped;
+
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	mapped = sm_is_v4_mapped(a);
+	if (mapped) {
+		a[0] = a[3];
+		a[1] = a[2] = a[3] = 0;
+		family = SM_AF_INET;
+	}
+	rv = sm_revnat_lookup(bpf_get_socket_cookie(ctx), a, family, (__be16)ctx->user_port);
+	if (!rv || rv->family != family)
+		return 1;
+	if (mapped) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = rv->addr[0];
+	} else {
+		ctx->user_ip6[0] = rv->addr[0];
+		ctx->user_ip6[1] = rv->addr[1];
+		ctx->user_ip6[2] = rv->addr[2];
+		ctx->user_ip6[3] = rv->addr[3];
+	}
+	ctx->user_port = (__u32)rv->port;
+	sm_count(ok_counter, 1);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int sm_connect4(struct bpf_sock_addr *ctx)
+{
+	return sm_fwd4(ctx, SM_CNT_CONNECT_XLATE);
+}
+
+SEC("cgroup/connect6")
+int sm_connect6(struct bpf_sock_addr *ctx)
+{
+	return sm_fwd6(ctx, SM_CNT_CONNECT_XLATE);
+}
+
+SEC("cgroup/sendmsg4")
+int sm_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sm_fwd4(ctx, SM_CNT_UDP_XLATE);
+}
+
+SEC("cgroup/sendmsg6")
+int sm_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sm_fwd6(ctx, SM_CNT_UDP_XLATE);
+}
+
+SEC("cgroup/recvmsg4")
+int sm_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return sm_rev4(ctx, SM_CNT_UDP_REVNAT);
+}
+
+SEC("cgroup/recvmsg6")
+int sm_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return sm_rev6(ctx, SM_CNT_UDP_REVNAT);
+}
+
+SEC("cgroup/getpeername4")
+int sm_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return sm_rev4(ctx, SM_CNT_PEERNAME_REVNAT);
+}
+
+SEC("cgroup/getpeername6")
+int sm_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return sm_rev6(ctx, SM_CNT_PEERNAME_REVNAT);
+}

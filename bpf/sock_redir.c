@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Same-node redirection. sockops puts every established TCP socket whose two ends are meshed pods
+ * of this node into sm_sockhash; the sk_msg program attached to that sockhash moves each sendmsg()
+ * straight to the peer socket's receive queue (BPF_F_INGRESS), skipping TCP/IP below the socket.
+ * The kernel removes a socket from the sockhash when it closes (sock_map_close/unhash), so no
+ * entry outlives its socket.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "include/sockmesh_types.h"
+#include "include/maps.h"
+#include "include/sock_key.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline int sm_is_local(const __be32 *addr, __u8 family)
+{
+	struct sm_ip_key k;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	k.addr[0] = addr[0];
+	k.addr[1] = addr[1];
+	k.addr[2] = addr[2];
+	k.addr[3] = addr[3];
+	k.family = family;
+	return bpf_map_lookup_elem(&sm_local_eps, &k) != 0;
+}
+
+SEC("sockops")
+int sm_sockops(struct bpf_sock_ops *skops)
+{
+	struct sm_sock_key key;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		break;
+	default:
+		return 1;
+	}
+	if (sm_key_from_sockops(skops, &key))
+		return 1;
+	if (!sm_is_local(key.local, key.family) || !sm_is_local(key.remote, key.family)) {
+		sm_count(SM_CNT_SOCK_NOT_LOCAL, 1);
+		return 1;
+	}
+	if (bpf_sock_hash_update(skops, &sm_sockhash, &key, BPF_NOEXIST)) {
+		sm_count(SM_CNT_MAP_ERROR, 1);
+		return 1;
+	}
+	sm_count(SM_CNT_SOCK_LOCAL_PAIR, 1);
+	return 1;
+}
+
+/*
+ * The redirect decision is taken once per socket, at its first message, and then kept:
+ *  - peer in the sockhash at the first message -> every message is redirected;
+ *  - peer not there yet (the client may write before the server's PASSIVE_ESTABLISHED ran) ->
+ *    every message takes the normal TCP path.
+ * Mixing the two on one socket could reorder bytes: a redirected message is read from the peer's
+ * psock queue before older bytes still in its TCP receive queue. A server's first send always
+ * finds its client (the client was added when its connect completed), so replies are redirected.
+ */
+SEC("sk_msg")
+int sm_sk_msg(struct sk_msg_md *msg)
+{
+	struct sm_sock_state *st;
+	struct sm_sock_key peer;
+	__u32 size = msg->size;
+	long verdict;
+
+	if (!msg->sk)
+		return SK_PASS;
+	st = bpf_sk_storage_get(&sm_sock_state, msg->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		sm_count(SM_CNT_MAP_ERROR, 1);
+		return SK_PASS;
+	}
+	if (st->redir == SM_REDIR_OFF) {
+		sm_count(SM_CNT_MSG_FALLBACK, 1);
+		return SK_PASS;
+	}
+	if (sm_peer_key_from_msg(msg, &peer)) {
+		st->redir = SM_REDIR_OFF;
+		sm_count(SM_CNT_MSG_FALLBACK, 1);
+		return SK_PASS;
+	}
+	verdict = bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS);
+	if (verdict == SK_PASS) {
+		st->redir = SM_REDIR_ON;
+		sm_count(SM_CNT_MSG_REDIRECT, 1);
+		sm_count(SM_CNT_MSG_REDIRECT_BYTES, size);
+		return SK_PASS;
+	}
+	/*
+	 * Peer not found. Before any redirect: latch to the normal path. After redirects: the peer
+	 * closed; the normal path gives the application TCP's own answer (RST) for a closed peer.
+	 */
+	if (st->redir == SM_REDIR_UNDECIDED)
+		st->redir = SM_REDIR_OFF;
+	sm_count(SM_CNT_MSG_FALLBACK, 1);
+	return SK_PASS;
+}
