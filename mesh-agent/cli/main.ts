@@ -1,0 +1,128 @@
+// The `sockmesh` command line.
+import { parseArgs } from 'node:util';
+import { Agent } from '../agent';
+import { isConfigError, loadConfigFile } from '../config';
+import { Datapath, DEFAULT_BPFFS_DIR, MapName, SIZABLE_MAPS } from '../datapath/datapath';
+import { SockmeshError } from '../errors';
+import { createLogger } from '../log';
+import { formatStatus, readStatus } from './status';
+
+const USAGE = `usage: sockmesh <command> [options]
+
+commands:
+  agent --config FILE --cgroup PATH [--bpffs DIR] [--node-name NAME] [--map-size MAP=N ...]
+        run the node agent: load or adopt the datapath, apply FILE, reload it on change
+  status [--bpffs DIR] [--json]
+        attached programs, map usage and datapath counters
+  config check FILE
+        validate a config file (exit 1 with FILE:LINE:COL: PATH: REASON lines if invalid)
+  datapath remove [--bpffs DIR]
+        detach every program and delete the pins (the only way the datapath goes away)
+
+defaults: --bpffs ${DEFAULT_BPFFS_DIR}
+`;
+
+function fail(msg: string, code = 2): never {
+  process.stderr.write(msg.endsWith('\n') ? msg : msg + '\n');
+  process.exit(code);
+}
+
+function parseMapSizes(values: string[] | undefined): Partial<Record<MapName, number>> {
+  const out: Partial<Record<MapName, number>> = {};
+  for (const v of values ?? []) {
+    const m = /^([a-z_]+)=(\d+)$/.exec(v);
+    if (!m || !(SIZABLE_MAPS as readonly string[]).includes(m[1]) || Number(m[2]) < 1) {
+      fail(`--map-size ${v}: expected MAP=N with MAP one of ${SIZABLE_MAPS.join(', ')} and N >= 1`);
+    }
+    out[m[1] as MapName] = Number(m[2]);
+  }
+  return out;
+}
+
+function runAgent(args: string[]): void {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string' },
+      cgroup: { type: 'string' },
+      bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR },
+      'node-name': { type: 'string' },
+      'map-size': { type: 'string', multiple: true },
+    },
+  });
+  if (!values.config || !values.cgroup) fail(`agent: --config and --cgroup are required\n\n${USAGE}`);
+  const log = createLogger({ component: 'agent' });
+  const agent = new Agent({
+    configPath: values.config,
+    cgroupPath: values.cgroup,
+    bpffsDir: values.bpffs,
+    nodeName: values['node-name'],
+    mapSizes: parseMapSizes(values['map-size']),
+    log,
+  });
+  try {
+    agent.start();
+  } catch (e) {
+    if (isConfigError(e)) fail(`sockmesh agent: invalid config, nothing changed:\n${e.message}`, 1);
+    const err = e as SockmeshError;
+    fail(`sockmesh agent: ${err.code ? err.code + ': ' : ''}${err.message}`, 1);
+  }
+  log.info('agent running', { config: values.config, cgroup: values.cgroup, bpffs: values.bpffs });
+  const stop = (sig: string) => {
+    log.info('stopping; the datapath stays attached', { signal: sig });
+    agent.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+export function main(argv: string[]): void {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'agent':
+        return runAgent(rest);
+      case 'status': {
+        const { values } = parseArgs({
+          args: rest,
+          options: { bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR }, json: { type: 'boolean', default: false } },
+        });
+        const s = readStatus(values.bpffs);
+        process.stdout.write(values.json ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s) + '\n');
+        return;
+      }
+      case 'config': {
+        if (rest[0] !== 'check' || !rest[1]) fail(USAGE);
+        try {
+          const cfg = loadConfigFile(rest[1]);
+          process.stdout.write(
+            `${rest[1]}: ok (${cfg.model.services.length} services, ${cfg.model.endpoints.length} endpoints, ${cfg.model.workloads.length} workloads)\n`,
+          );
+        } catch (e) {
+          if (isConfigError(e)) fail(e.message, 1);
+          throw e;
+        }
+        return;
+      }
+      case 'datapath': {
+        if (rest[0] !== 'remove') fail(USAGE);
+        const { values } = parseArgs({ args: rest.slice(1), options: { bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR } } });
+        const r = Datapath.remove(values.bpffs);
+        process.stdout.write(`removed datapath at ${values.bpffs}; detached: ${r.detached.join(', ') || 'nothing'}\n`);
+        return;
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return;
+      default:
+        fail(`unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
+    }
+  } catch (e) {
+    const err = e as SockmeshError;
+    fail(`sockmesh ${cmd}: ${err.code ? err.code + ': ' : ''}${err.message}`, 1);
+  }
+}

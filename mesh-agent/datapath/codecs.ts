@@ -1,0 +1,353 @@
+// TypeScript mirrors of the structs in bpf/include/sockmesh_types.h. test/btf-layout.test.ts
+// checks every layout below against the BTF of the compiled objects (size, member offsets and
+// sizes), so a change on either side that is not made on both fails CI.
+import { bytesToIp, familyOf, ipToBytes } from './ip';
+
+export type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32x4' | 'pad';
+
+export interface FieldLayout {
+  /** Member name in the C struct. */
+  name: string;
+  kind: Kind;
+  offset: number;
+  size: number;
+}
+
+export interface StructCodec<T> {
+  /** `struct <cName>` in bpf/include/sockmesh_types.h */
+  cName: string;
+  size: number;
+  fields: readonly FieldLayout[];
+  encode(v: T): Buffer;
+  decode(b: Buffer): T;
+}
+
+type Raw = Record<string, number | bigint | Buffer>;
+
+const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32x4: 16 };
+
+/** Lays fields out with C's natural alignment and checks the result against the given size. */
+function layout(cName: string, size: number, spec: Array<[string, Kind, number?]>): FieldLayout[] {
+  let off = 0;
+  const out: FieldLayout[] = [];
+  for (const [name, kind, padLen] of spec) {
+    const sz = kind === 'pad' ? padLen ?? 1 : KIND_SIZE[kind];
+    const align = kind === 'pad' ? 1 : kind === 'be32x4' ? 4 : sz;
+    off = Math.ceil(off / align) * align;
+    out.push({ name, kind, offset: off, size: sz });
+    off += sz;
+  }
+  if (off !== size) throw new Error(`codec ${cName}: fields end at ${off}, struct size ${size}`);
+  return out;
+}
+
+function encodeRaw(fields: readonly FieldLayout[], size: number, v: Raw): Buffer {
+  const b = Buffer.alloc(size); // zeroed: pad bytes are part of hash keys
+  for (const f of fields) {
+    const x = v[f.name];
+    switch (f.kind) {
+      case 'u8':
+        b.writeUInt8(Number(x ?? 0), f.offset);
+        break;
+      case 'u16':
+        b.writeUInt16LE(Number(x ?? 0), f.offset);
+        break;
+      case 'be16':
+        b.writeUInt16BE(Number(x ?? 0), f.offset);
+        break;
+      case 'u32':
+        b.writeUInt32LE(Number(x ?? 0), f.offset);
+        break;
+      case 'u64':
+        b.writeBigUInt64LE(BigInt((x as bigint | number | undefined) ?? 0), f.offset);
+        break;
+      case 'be32x4':
+        if (x) (x as Buffer).copy(b, f.offset, 0, 16);
+        break;
+      case 'pad':
+        break;
+    }
+  }
+  return b;
+}
+
+function decodeRaw(fields: readonly FieldLayout[], size: number, cName: string, b: Buffer): Raw {
+  if (b.length < size) throw new Error(`${cName}: ${b.length} bytes, need ${size}`);
+  const r: Raw = {};
+  for (const f of fields) {
+    switch (f.kind) {
+      case 'u8':
+        r[f.name] = b.readUInt8(f.offset);
+        break;
+      case 'u16':
+        r[f.name] = b.readUInt16LE(f.offset);
+        break;
+      case 'be16':
+        r[f.name] = b.readUInt16BE(f.offset);
+        break;
+      case 'u32':
+        r[f.name] = b.readUInt32LE(f.offset);
+        break;
+      case 'u64':
+        r[f.name] = b.readBigUInt64LE(f.offset);
+        break;
+      case 'be32x4':
+        r[f.name] = Buffer.from(b.subarray(f.offset, f.offset + 16));
+        break;
+      case 'pad':
+        break;
+    }
+  }
+  return r;
+}
+
+function codec<T>(
+  cName: string,
+  size: number,
+  spec: Array<[string, Kind, number?]>,
+  toRaw: (v: T) => Raw,
+  fromRaw: (r: Raw) => T,
+): StructCodec<T> {
+  const fields = layout(cName, size, spec);
+  return {
+    cName,
+    size,
+    fields,
+    encode: (v) => encodeRaw(fields, size, toRaw(v)),
+    decode: (b) => fromRaw(decodeRaw(fields, size, cName, b)),
+  };
+}
+
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+
+// --- struct sm_svc_key ---------------------------------------------------------------------
+export interface SvcKey {
+  ip: string;
+  /** host order here; network order in the kernel struct */
+  port: number;
+  proto: number;
+}
+export const svcKey = codec<SvcKey>(
+  'sm_svc_key',
+  20,
+  [
+    ['addr', 'be32x4'],
+    ['port', 'be16'],
+    ['proto', 'u8'],
+    ['family', 'u8'],
+  ],
+  (v) => ({ addr: ipToBytes(v.ip), port: v.port, proto: v.proto, family: familyOf(v.ip) }),
+  (r) => ({ ip: bytesToIp(r.addr as Buffer, r.family as number), port: r.port as number, proto: r.proto as number }),
+);
+
+// --- struct sm_svc_value -------------------------------------------------------------------
+export interface SvcValue {
+  svcId: number;
+  gen: number;
+  slotCount: number;
+  flags: number;
+}
+export const svcValue = codec<SvcValue>(
+  'sm_svc_value',
+  16,
+  [
+    ['svc_id', 'u32'],
+    ['gen', 'u32'],
+    ['slot_count', 'u32'],
+    ['flags', 'u32'],
+  ],
+  (v) => ({ svc_id: v.svcId, gen: v.gen, slot_count: v.slotCount, flags: v.flags }),
+  (r) => ({ svcId: r.svc_id as number, gen: r.gen as number, slotCount: r.slot_count as number, flags: r.flags as number }),
+);
+
+// --- struct sm_slot_key --------------------------------------------------------------------
+export interface SlotKey {
+  svcId: number;
+  gen: number;
+  slot: number;
+}
+export const slotKey = codec<SlotKey>(
+  'sm_slot_key',
+  12,
+  [
+    ['svc_id', 'u32'],
+    ['gen', 'u32'],
+    ['slot', 'u32'],
+  ],
+  (v) => ({ svc_id: v.svcId, gen: v.gen, slot: v.slot }),
+  (r) => ({ svcId: r.svc_id as number, gen: r.gen as number, slot: r.slot as number }),
+);
+
+// --- struct sm_backend ---------------------------------------------------------------------
+export interface Backend {
+  ip: string;
+  port: number;
+}
+export const backend = codec<Backend>(
+  'sm_backend',
+  20,
+  [
+    ['addr', 'be32x4'],
+    ['port', 'be16'],
+    ['family', 'u8'],
+    ['flags', 'u8'],
+  ],
+  (v) => ({ addr: ipToBytes(v.ip), port: v.port, family: familyOf(v.ip), flags: 0 }),
+  (r) => ({ ip: bytesToIp(r.addr as Buffer, r.family as number), port: r.port as number }),
+);
+
+// --- struct sm_revnat_key / sm_revnat_value ------------------------------------------------
+export interface RevnatKey {
+  cookie: bigint;
+  ip: string;
+  port: number;
+}
+export const revnatKey = codec<RevnatKey>(
+  'sm_revnat_key',
+  32,
+  [
+    ['cookie', 'u64'],
+    ['addr', 'be32x4'],
+    ['port', 'be16'],
+    ['family', 'u8'],
+    ['pad', 'pad', 5],
+  ],
+  (v) => ({ cookie: v.cookie, addr: ipToBytes(v.ip), port: v.port, family: familyOf(v.ip) }),
+  (r) => ({ cookie: r.cookie as bigint, ip: bytesToIp(r.addr as Buffer, r.family as number), port: r.port as number }),
+);
+
+export interface RevnatValue {
+  ip: string;
+  port: number;
+}
+export const revnatValue = codec<RevnatValue>(
+  'sm_revnat_value',
+  20,
+  [
+    ['addr', 'be32x4'],
+    ['port', 'be16'],
+    ['family', 'u8'],
+    ['pad', 'pad', 1],
+  ],
+  (v) => ({ addr: ipToBytes(v.ip), port: v.port, family: familyOf(v.ip) }),
+  (r) => ({ ip: bytesToIp(r.addr as Buffer, r.family as number), port: r.port as number }),
+);
+
+// --- struct sm_ip_key / sm_local_ep --------------------------------------------------------
+export interface IpKey {
+  ip: string;
+}
+export const ipKey = codec<IpKey>(
+  'sm_ip_key',
+  20,
+  [
+    ['addr', 'be32x4'],
+    ['family', 'u8'],
+    ['pad', 'pad', 3],
+  ],
+  (v) => ({ addr: ipToBytes(v.ip), family: familyOf(v.ip) }),
+  (r) => ({ ip: bytesToIp(r.addr as Buffer, r.family as number) }),
+);
+
+export interface LocalEp {
+  identity: number;
+  flags: number;
+}
+export const localEp = codec<LocalEp>(
+  'sm_local_ep',
+  8,
+  [
+    ['identity', 'u32'],
+    ['flags', 'u32'],
+  ],
+  (v) => ({ identity: v.identity, flags: v.flags }),
+  (r) => ({ identity: r.identity as number, flags: r.flags as number }),
+);
+
+// --- struct sm_sock_key --------------------------------------------------------------------
+export interface SockKey {
+  local: string;
+  remote: string;
+  localPort: number;
+  remotePort: number;
+}
+export const sockKey = codec<SockKey>(
+  'sm_sock_key',
+  40,
+  [
+    ['local', 'be32x4'],
+    ['remote', 'be32x4'],
+    ['local_port', 'be16'],
+    ['remote_port', 'be16'],
+    ['family', 'u8'],
+    ['pad', 'pad', 3],
+  ],
+  (v) => ({
+    local: ipToBytes(v.local),
+    remote: ipToBytes(v.remote),
+    local_port: v.localPort,
+    remote_port: v.remotePort,
+    family: familyOf(v.local),
+  }),
+  (r) => ({
+    local: bytesToIp(r.local as Buffer, r.family as number),
+    remote: bytesToIp(r.remote as Buffer, r.family as number),
+    localPort: r.local_port as number,
+    remotePort: r.remote_port as number,
+  }),
+);
+
+// --- struct sm_sock_state ------------------------------------------------------------------
+export const sockState = codec<{ redir: number }>(
+  'sm_sock_state',
+  4,
+  [['redir', 'u32']],
+  (v) => ({ redir: v.redir }),
+  (r) => ({ redir: r.redir as number }),
+);
+
+/** All codecs, for the BTF layout check. */
+export const ALL_CODECS: ReadonlyArray<StructCodec<never>> = [
+  svcKey,
+  svcValue,
+  slotKey,
+  backend,
+  revnatKey,
+  revnatValue,
+  ipKey,
+  localEp,
+  sockKey,
+  sockState,
+] as unknown as ReadonlyArray<StructCodec<never>>;
+
+/** Names of enum sm_counter, in index order (bpf/include/sockmesh_types.h). */
+export const COUNTER_NAMES = [
+  'connect_translated',
+  'connect_no_backend',
+  'udp_translated',
+  'udp_reply_revnat',
+  'getpeername_revnat',
+  'sock_local_pair',
+  'sock_not_local',
+  'msg_redirected',
+  'msg_redirected_bytes',
+  'msg_fallback',
+  'map_errors',
+] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+
+/** The C enumerator for each counter, checked against BTF too. */
+export const COUNTER_ENUMERATORS: Record<CounterName, string> = {
+  connect_translated: 'SM_CNT_CONNECT_XLATE',
+  connect_no_backend: 'SM_CNT_CONNECT_NO_BACKEND',
+  udp_translated: 'SM_CNT_UDP_XLATE',
+  udp_reply_revnat: 'SM_CNT_UDP_REVNAT',
+  getpeername_revnat: 'SM_CNT_PEERNAME_REVNAT',
+  sock_local_pair: 'SM_CNT_SOCK_LOCAL_PAIR',
+  sock_not_local: 'SM_CNT_SOCK_NOT_LOCAL',
+  msg_redirected: 'SM_CNT_MSG_REDIRECT',
+  msg_redirected_bytes: 'SM_CNT_MSG_REDIRECT_BYTES',
+  msg_fallback: 'SM_CNT_MSG_FALLBACK',
+  map_errors: 'SM_CNT_MAP_ERROR',
+};

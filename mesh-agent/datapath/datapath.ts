@@ -1,0 +1,412 @@
+// Loading, attaching, adopting and removing the kernel datapath.
+//
+// Layout under the bpffs directory (default /sys/fs/bpf/sockmesh):
+//   maps/<map name>    every map, pinned by libbpf (LIBBPF_PIN_BY_NAME) and reused on the next load
+//   links/<prog name>  one pinned bpf_link per cgroup program
+// The sk_msg program is attached to the pinned sockhash itself and lives as long as that map.
+// Pins are what keep the datapath working while no agent runs; a new agent adopts them.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as bpf from '../../native';
+import { SockmeshError } from '../errors';
+import { COUNTER_NAMES, CounterName } from './codecs';
+import { RawMap } from './maps';
+
+export const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/sockmesh';
+
+export const OBJECTS = ['sock_lb.bpf.o', 'sock_redir.bpf.o'] as const;
+
+export type MapName =
+  | 'sm_services'
+  | 'sm_backends'
+  | 'sm_revnat'
+  | 'sm_local_eps'
+  | 'sm_sockhash'
+  | 'sm_sock_state'
+  | 'sm_counters'
+  | 'sm_rcu_sync';
+
+export const MAP_NAMES: readonly MapName[] = [
+  'sm_services',
+  'sm_backends',
+  'sm_revnat',
+  'sm_local_eps',
+  'sm_sockhash',
+  'sm_sock_state',
+  'sm_counters',
+  'sm_rcu_sync',
+];
+
+/** Maps whose capacity an operator may set (settings `mapSizes`). */
+export const SIZABLE_MAPS: readonly MapName[] = ['sm_services', 'sm_backends', 'sm_revnat', 'sm_local_eps', 'sm_sockhash'];
+
+export interface DatapathSettings {
+  /** cgroup v2 directory whose sockets are meshed (in Kubernetes: the pods' parent cgroup). */
+  cgroupPath: string;
+  bpffsDir?: string;
+  /** Directory holding the compiled objects; default: build/bpf of this checkout. */
+  objDir?: string;
+  mapSizes?: Partial<Record<MapName, number>>;
+}
+
+export type AttachOutcome = 'attached' | 'adopted' | 'upgraded';
+
+export interface ProgramStatus {
+  name: string;
+  attachType: string;
+  progId: number;
+  tag: string;
+  linkId?: number;
+  outcome?: AttachOutcome;
+}
+
+export function defaultObjDir(): string {
+  return process.env.SOCKMESH_BPF_DIR ?? path.resolve(__dirname, '../../../build/bpf');
+}
+
+/** The cgroup2 mount point, from /proc/mounts (it is not always /sys/fs/cgroup). */
+export function findCgroup2Mount(): string {
+  for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    if (f[2] === 'cgroup2') return f[1].replace(/\\040/g, ' ');
+  }
+  throw new SockmeshError('SM_NOT_CGROUP2', 'no cgroup2 filesystem is mounted (see /proc/mounts)');
+}
+
+/** Mount bpffs at /sys/fs/bpf when nothing is mounted there (as systemd normally does). */
+export function ensureBpffs(root = '/sys/fs/bpf'): void {
+  const mounted = fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[1] === root && l.split(' ')[2] === 'bpf');
+  if (mounted) return;
+  fs.mkdirSync(root, { recursive: true });
+  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+  execFileSync('mount', ['-t', 'bpf', 'bpf', root]);
+}
+
+/** Refuse anything but a non-root cgroup v2 directory. */
+export function checkAttachCgroup(cgroupPath: string): { path: string; id: bigint } {
+  const cg2 = fs.realpathSync(findCgroup2Mount());
+  let real: string;
+  try {
+    real = fs.realpathSync(cgroupPath);
+  } catch (e) {
+    throw new SockmeshError('SM_NOT_CGROUP2', `attach cgroup ${cgroupPath} does not exist`, { cause: e });
+  }
+  if (real === cg2) {
+    throw new SockmeshError(
+      'SM_ROOT_CGROUP',
+      `refusing to attach to the root cgroup ${real}: give the cgroup that holds the meshed pods (e.g. kubepods)`,
+    );
+  }
+  if (!real.startsWith(cg2 + '/') || !fs.existsSync(path.join(real, 'cgroup.procs'))) {
+    throw new SockmeshError('SM_NOT_CGROUP2', `${cgroupPath} is not a cgroup v2 directory under ${cg2}`);
+  }
+  return { path: real, id: fs.statSync(real, { bigint: true }).ino };
+}
+
+const ATTACH_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(bpf.consts)
+    .filter(([k]) => k.startsWith('BPF_CGROUP_') || k === 'BPF_SK_MSG_VERDICT')
+    .map(([k, v]) => [v as number, k.replace(/^BPF_/, '').toLowerCase()]),
+);
+
+export function attachTypeName(t: number): string {
+  return ATTACH_NAMES[t] ?? `attach_type_${t}`;
+}
+
+/**
+ * An open datapath: the maps (as fds this process owns) and what is attached. Obtained with
+ * `Datapath.install()` (load + attach or adopt, for the agent) or `Datapath.openPinned()`
+ * (read-only tools such as `sockmesh status`).
+ */
+export class Datapath {
+  readonly bpffsDir: string;
+  readonly maps: Record<MapName, RawMap>;
+  readonly programs: ProgramStatus[];
+  private rcuInnerFd = -1;
+
+  private constructor(bpffsDir: string, maps: Record<MapName, RawMap>, programs: ProgramStatus[]) {
+    this.bpffsDir = bpffsDir;
+    this.maps = maps;
+    this.programs = programs;
+  }
+
+  static mapsDir(bpffsDir: string): string {
+    return path.join(bpffsDir, 'maps');
+  }
+
+  static linksDir(bpffsDir: string): string {
+    return path.join(bpffsDir, 'links');
+  }
+
+  /**
+   * Load the objects (reusing pinned maps), then for each cgroup program: adopt the pinned link if
+   * it already runs the same program, switch it atomically (bpf_link_update) if the program
+   * changed, or create and pin a new link. Never attaches a second copy.
+   */
+  static install(settings: DatapathSettings): Datapath {
+    const bpffsDir = settings.bpffsDir ?? DEFAULT_BPFFS_DIR;
+    const objDir = settings.objDir ?? defaultObjDir();
+    const cg = checkAttachCgroup(settings.cgroupPath);
+    if (bpffsDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
+    const mapsDir = Datapath.mapsDir(bpffsDir);
+    const linksDir = Datapath.linksDir(bpffsDir);
+    fs.mkdirSync(mapsDir, { recursive: true });
+    fs.mkdirSync(linksDir, { recursive: true });
+    if (!bpf.isBpffs(bpffsDir)) {
+      throw new SockmeshError('SM_NOT_INSTALLED', `${bpffsDir} is not on a bpf filesystem: pins would not persist`);
+    }
+
+    const maxEntries: Record<string, number> = {};
+    for (const [k, v] of Object.entries(settings.mapSizes ?? {})) if (v !== undefined) maxEntries[k] = v;
+
+    const objects: bpf.BpfObject[] = [];
+    const programs: ProgramStatus[] = [];
+    let cgFd = -1;
+    try {
+      for (const name of OBJECTS) {
+        const file = path.join(objDir, name);
+        if (!fs.existsSync(file)) {
+          throw new SockmeshError('SM_NOT_INSTALLED', `${file} not found: run \`npm run build\` first`);
+        }
+        const obj = bpf.BpfObject.open(file, { pinRoot: mapsDir, maxEntries });
+        objects.push(obj);
+        try {
+          obj.load();
+        } catch (e) {
+          const err = e as bpf.BpfError;
+          if (err.code === 'EINVAL' && /pin|reuse|mismatch|incompatible/i.test(err.message)) {
+            throw new SockmeshError(
+              'SM_MAP_MISMATCH',
+              `${name}: a map pinned under ${mapsDir} does not match this build (capacity or layout changed). ` +
+                `Remove the datapath (sockmesh datapath remove) or keep the old settings.`,
+              { cause: e },
+            );
+          }
+          throw e;
+        }
+      }
+      cgFd = bpf.openPath(cg.path);
+      for (const obj of objects) {
+        for (const p of obj.programs()) {
+          if (p.attachType === bpf.consts.BPF_SK_MSG_VERDICT) {
+            programs.push(Datapath.attachSkMsg(obj, p));
+            continue;
+          }
+          programs.push(Datapath.attachCgroupProgram(p, cgFd, cg.id, linksDir));
+        }
+      }
+      return new Datapath(bpffsDir, Datapath.openMaps(bpffsDir), programs);
+    } finally {
+      if (cgFd >= 0) bpf.closeFd(cgFd);
+      // Links, the sockhash and the pins now hold the programs and maps; our object fds can go.
+      for (const o of objects) o.close();
+    }
+  }
+
+  private static attachCgroupProgram(
+    p: bpf.ProgramDesc,
+    cgFd: number,
+    cgroupId: bigint,
+    linksDir: string,
+  ): ProgramStatus {
+    const linkPath = path.join(linksDir, p.name);
+    const newInfo = bpf.progInfo(p.fd);
+    const st: ProgramStatus = { name: p.name, attachType: attachTypeName(p.attachType), progId: newInfo.id, tag: newInfo.tag };
+    if (fs.existsSync(linkPath)) {
+      const linkFd = bpf.objGet(linkPath);
+      try {
+        const li = bpf.linkInfo(linkFd);
+        if (li.cgroupId !== undefined && BigInt(li.cgroupId) !== cgroupId) {
+          throw new SockmeshError(
+            'SM_LINK_FOREIGN',
+            `pinned link ${linkPath} is attached to cgroup id ${li.cgroupId}, not the requested one (${cgroupId}); ` +
+              `remove the datapath first (sockmesh datapath remove --bpffs ${path.dirname(linksDir)})`,
+          );
+        }
+        const oldFd = bpf.progGetFdById(li.progId);
+        let oldTag: string;
+        try {
+          oldTag = bpf.progInfo(oldFd).tag;
+        } finally {
+          bpf.closeFd(oldFd);
+        }
+        st.linkId = li.id;
+        if (oldTag === newInfo.tag) {
+          // Same code already attached: keep it (and its run statistics); no flap.
+          st.progId = li.progId;
+          st.outcome = 'adopted';
+        } else {
+          bpf.linkUpdate(linkFd, p.fd);
+          st.outcome = 'upgraded';
+        }
+        return st;
+      } finally {
+        bpf.closeFd(linkFd);
+      }
+    }
+    const linkFd = bpf.linkCreate(p.fd, cgFd, p.attachType);
+    try {
+      bpf.objPin(linkFd, linkPath);
+      st.linkId = bpf.linkInfo(linkFd).id;
+      st.outcome = 'attached';
+      return st;
+    } finally {
+      bpf.closeFd(linkFd);
+    }
+  }
+
+  private static attachSkMsg(obj: bpf.BpfObject, p: bpf.ProgramDesc): ProgramStatus {
+    const sockhash = obj.map('sm_sockhash');
+    const newInfo = bpf.progInfo(p.fd);
+    const st: ProgramStatus = { name: p.name, attachType: attachTypeName(p.attachType), progId: newInfo.id, tag: newInfo.tag };
+    const q = bpf.progQuery(sockhash.fd, bpf.consts.BPF_SK_MSG_VERDICT);
+    for (const id of q.progIds) {
+      const fd = bpf.progGetFdById(id);
+      try {
+        if (bpf.progInfo(fd).tag === newInfo.tag) {
+          st.progId = id;
+          st.outcome = 'adopted';
+          return st;
+        }
+      } finally {
+        bpf.closeFd(fd);
+      }
+    }
+    // Attaching a verdict program to a sockmap replaces the previous one; sockets already in the
+    // map keep the program they were added with.
+    bpf.progAttach(p.fd, sockhash.fd, bpf.consts.BPF_SK_MSG_VERDICT);
+    st.outcome = q.progIds.length ? 'upgraded' : 'attached';
+    return st;
+  }
+
+  /** Open the pinned maps of an installed datapath, without loading or attaching anything. */
+  static openPinned(bpffsDir = DEFAULT_BPFFS_DIR): Datapath {
+    if (!fs.existsSync(Datapath.mapsDir(bpffsDir))) {
+      throw new SockmeshError('SM_NOT_INSTALLED', `no sockmesh datapath pinned under ${bpffsDir}`);
+    }
+    return new Datapath(bpffsDir, Datapath.openMaps(bpffsDir), Datapath.readPrograms(bpffsDir));
+  }
+
+  private static openMaps(bpffsDir: string): Record<MapName, RawMap> {
+    const out = {} as Record<MapName, RawMap>;
+    for (const name of MAP_NAMES) out[name] = RawMap.open(path.join(Datapath.mapsDir(bpffsDir), name), name);
+    return out;
+  }
+
+  /** What the pinned links and the sockhash run now. */
+  static readPrograms(bpffsDir: string): ProgramStatus[] {
+    const out: ProgramStatus[] = [];
+    const linksDir = Datapath.linksDir(bpffsDir);
+    for (const name of fs.existsSync(linksDir) ? fs.readdirSync(linksDir).sort() : []) {
+      const fd = bpf.objGet(path.join(linksDir, name));
+      try {
+        const li = bpf.linkInfo(fd);
+        const pfd = bpf.progGetFdById(li.progId);
+        try {
+          const pi = bpf.progInfo(pfd);
+          out.push({ name, attachType: attachTypeName(li.attachType ?? -1), progId: li.progId, tag: pi.tag, linkId: li.id });
+        } finally {
+          bpf.closeFd(pfd);
+        }
+      } finally {
+        bpf.closeFd(fd);
+      }
+    }
+    const sockhash = path.join(Datapath.mapsDir(bpffsDir), 'sm_sockhash');
+    if (fs.existsSync(sockhash)) {
+      const mfd = bpf.objGet(sockhash);
+      try {
+        for (const id of bpf.progQuery(mfd, bpf.consts.BPF_SK_MSG_VERDICT).progIds) {
+          const pfd = bpf.progGetFdById(id);
+          try {
+            const pi = bpf.progInfo(pfd);
+            out.push({ name: pi.name, attachType: attachTypeName(bpf.consts.BPF_SK_MSG_VERDICT), progId: id, tag: pi.tag });
+          } finally {
+            bpf.closeFd(pfd);
+          }
+        }
+      } finally {
+        bpf.closeFd(mfd);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Wait until no datapath program still runs with values read before this call: a map-in-map
+   * update returns only after an RCU grace period (see sm_rcu_sync in bpf/include/maps.h).
+   */
+  rcuSync(): void {
+    if (this.rcuInnerFd < 0) this.rcuInnerFd = bpf.mapCreate(bpf.consts.BPF_MAP_TYPE_ARRAY, 4, 4, 1, 'sm_rcu_inner');
+    const k = Buffer.alloc(4);
+    const v = Buffer.alloc(4);
+    v.writeUInt32LE(this.rcuInnerFd);
+    bpf.mapUpdate(this.maps.sm_rcu_sync.fd, k, v, bpf.consts.BPF_ANY);
+  }
+
+  /** Per-CPU counters, summed. */
+  counters(): Record<CounterName, bigint> {
+    const m = this.maps.sm_counters;
+    const ncpu = bpf.numPossibleCpus();
+    const out = {} as Record<CounterName, bigint>;
+    COUNTER_NAMES.forEach((name, i) => {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(i);
+      const v = bpf.mapLookup(m.fd, k, 8 * ncpu);
+      let sum = 0n;
+      if (v) for (let c = 0; c < ncpu; c++) sum += v.readBigUInt64LE(c * 8);
+      out[name] = sum;
+    });
+    return out;
+  }
+
+  close(): void {
+    for (const m of Object.values(this.maps)) m.close();
+    if (this.rcuInnerFd >= 0) bpf.closeFd(this.rcuInnerFd);
+    this.rcuInnerFd = -1;
+  }
+
+  /**
+   * Remove the datapath: detach every pinned link and the sk_msg program, then delete the pins.
+   * Existing connections keep working (their sockets already have their addresses); new ones are
+   * no longer translated or redirected.
+   */
+  static remove(bpffsDir = DEFAULT_BPFFS_DIR): { detached: string[] } {
+    const detached: string[] = [];
+    const linksDir = Datapath.linksDir(bpffsDir);
+    if (!fs.existsSync(bpffsDir)) throw new SockmeshError('SM_NOT_INSTALLED', `no sockmesh datapath pinned under ${bpffsDir}`);
+    for (const name of fs.existsSync(linksDir) ? fs.readdirSync(linksDir) : []) {
+      const p = path.join(linksDir, name);
+      const fd = bpf.objGet(p);
+      try {
+        bpf.linkDetach(fd);
+        detached.push(name);
+      } finally {
+        bpf.closeFd(fd);
+      }
+      fs.unlinkSync(p);
+    }
+    const sockhash = path.join(Datapath.mapsDir(bpffsDir), 'sm_sockhash');
+    if (fs.existsSync(sockhash)) {
+      const mfd = bpf.objGet(sockhash);
+      try {
+        for (const id of bpf.progQuery(mfd, bpf.consts.BPF_SK_MSG_VERDICT).progIds) {
+          const pfd = bpf.progGetFdById(id);
+          try {
+            bpf.progDetach(pfd, mfd, bpf.consts.BPF_SK_MSG_VERDICT);
+            detached.push(bpf.progInfo(pfd).name);
+          } finally {
+            bpf.closeFd(pfd);
+          }
+        }
+      } finally {
+        bpf.closeFd(mfd);
+      }
+    }
+    fs.rmSync(bpffsDir, { recursive: true, force: true });
+    return { detached };
+  }
+}

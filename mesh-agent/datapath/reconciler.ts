@@ -1,0 +1,341 @@
+// Desired model -> kernel maps, applying only the difference.
+//
+// Replacing a service's backends is atomic for a connecting client:
+//   1. the new table is written as a new generation of slots, beside the old one;
+//   2. the service entry is switched to the new generation with one map update (connect4 reads it
+//      once, so it sees the old table or the new one, never a mix, and never zero backends);
+//   3. an RCU grace period passes (Datapath.rcuSync), so no program still holds the old entry;
+//   4. the old slots are deleted.
+// After apply() returns, no new connection can be sent to a removed backend.
+//
+// The reconciler keeps a mirror of what it wrote. adopt() rebuilds that mirror from the kernel, so
+// an agent restarted over a running datapath writes nothing when nothing changed.
+import * as bpf from '../../native';
+import { SockmeshError } from '../errors';
+import { Model, serviceRef, Service, ServicePort } from '../model/types';
+import {
+  Backend,
+  backend as backendCodec,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  ipKey,
+  IpKey,
+  LocalEp,
+  localEp,
+  slotKey,
+  SlotKey,
+  SvcKey,
+  svcKey,
+  SvcValue,
+  svcValue,
+} from './codecs';
+import type { Datapath } from './datapath';
+import { canonicalIp, familyOf } from './ip';
+import { mapFullError, TypedMap } from './maps';
+import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
+
+export interface DesiredService {
+  key: SvcKey;
+  /** Human name for messages: `ns/name port/PROTO on VIP`. */
+  label: string;
+  slots: Backend[];
+  flags: number;
+}
+
+export interface DesiredState {
+  services: Map<string, DesiredService>;
+  localEps: Map<string, LocalEp>;
+}
+
+export interface ApplyReport {
+  added: number;
+  updated: number;
+  removed: number;
+  unchanged: number;
+  slotsWritten: number;
+  slotsDeleted: number;
+  localEpsAdded: number;
+  localEpsRemoved: number;
+  /** Changes that could not be applied (each left the service as it was). */
+  errors: SockmeshError[];
+  durationMs: number;
+}
+
+interface Current {
+  key: SvcKey;
+  value: SvcValue;
+  /** null: the kernel's table for this service is incomplete; rewrite it. */
+  slots: Backend[] | null;
+}
+
+export function svcKeyString(k: SvcKey): string {
+  return `${k.ip}|${k.port}|${k.proto}`;
+}
+
+const protoNumber = (p: ServicePort['protocol']): number => (p === 'UDP' ? IPPROTO_UDP : IPPROTO_TCP);
+
+function portMatches(sel: number | string | undefined, p: ServicePort): boolean {
+  return sel === undefined || sel === p.port || (p.name !== undefined && sel === p.name);
+}
+
+/** The kernel state a model asks for, on node `nodeName`. */
+export function desiredState(model: Model, nodeName: string | undefined, maxSlots = DEFAULT_MAX_SLOTS): DesiredState {
+  const byService = new Map<string, Model['endpoints']>();
+  for (const e of model.endpoints) {
+    const list = byService.get(e.service) ?? [];
+    list.push(e);
+    byService.set(e.service, list);
+  }
+  const services = new Map<string, DesiredService>();
+  for (const s of model.services as Service[]) {
+    const eps = byService.get(serviceRef(s)) ?? [];
+    for (const p of s.ports) {
+      for (const vipText of s.vips) {
+        const vip = canonicalIp(vipText);
+        const fam = familyOf(vip);
+        const backends = eps
+          .filter((e) => e.healthy && portMatches(e.servicePort, p) && familyOf(e.address) === fam)
+          .map((e) => ({ ip: canonicalIp(e.address), port: e.port ?? p.targetPort ?? p.port, weight: e.weight }));
+        const key: SvcKey = { ip: vip, port: p.port, proto: protoNumber(p.protocol) };
+        services.set(svcKeyString(key), {
+          key,
+          label: `${serviceRef(s)} port ${p.port}/${p.protocol} on ${vip}`,
+          slots: buildSlots(backends, maxSlots),
+          flags: 0,
+        });
+      }
+    }
+  }
+  const localEps = new Map<string, LocalEp>();
+  for (const w of model.workloads) {
+    if (nodeName === undefined || w.node !== nodeName) continue;
+    for (const ip of w.ips) localEps.set(canonicalIp(ip), { identity: 0, flags: 0 });
+  }
+  return { services, localEps };
+}
+
+function sameSlots(a: Backend[] | null, b: Backend[]): boolean {
+  if (!a || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i].ip !== b[i].ip || a[i].port !== b[i].port) return false;
+  return true;
+}
+
+export class Reconciler {
+  private readonly svc: TypedMap<SvcKey, SvcValue>;
+  private readonly slotsMap: TypedMap<SlotKey, Backend>;
+  private readonly eps: TypedMap<IpKey, LocalEp>;
+  private current = new Map<string, Current>();
+  private currentEps = new Map<string, LocalEp>();
+  private usedIds = new Set<number>();
+  private nextId = 1;
+  private slotEntries = 0;
+
+  constructor(private readonly dp: Datapath) {
+    this.svc = new TypedMap(dp.maps.sm_services, svcKey, svcValue);
+    this.slotsMap = new TypedMap(dp.maps.sm_backends, slotKey, backendCodec);
+    this.eps = new TypedMap(dp.maps.sm_local_eps, ipKey, localEp);
+  }
+
+  /**
+   * Read what the kernel holds (after an agent restart, or a first start) and delete slot
+   * generations no service points to (left by an agent killed in the middle of an update).
+   */
+  adopt(): { services: number; slots: number; localEps: number; orphanSlotsDeleted: number } {
+    this.current.clear();
+    this.usedIds.clear();
+    const groups = new Map<string, Map<number, Backend>>();
+    const allSlots = this.slotsMap.entries();
+    for (const [k, v] of allSlots) {
+      const g = `${k.svcId}|${k.gen}`;
+      let m = groups.get(g);
+      if (!m) groups.set(g, (m = new Map()));
+      m.set(k.slot, v);
+    }
+    const live = new Set<string>();
+    for (const [k, v] of this.svc.entries()) {
+      const g = `${v.svcId}|${v.gen}`;
+      live.add(g);
+      const m = groups.get(g);
+      let slots: Backend[] | null = [];
+      for (let i = 0; i < v.slotCount; i++) {
+        const b = m?.get(i);
+        if (!b) {
+          slots = null;
+          break;
+        }
+        slots.push(b);
+      }
+      this.current.set(svcKeyString(k), { key: k, value: v, slots });
+      this.usedIds.add(v.svcId);
+    }
+    const orphans = allSlots.filter(([k]) => !live.has(`${k.svcId}|${k.gen}`)).map(([k]) => k);
+    this.slotsMap.deleteMany(orphans);
+    this.slotEntries = allSlots.length - orphans.length;
+    this.currentEps = new Map(this.eps.entries().map(([k, v]) => [k.ip, v]));
+    return { services: this.current.size, slots: this.slotEntries, localEps: this.currentEps.size, orphanSlotsDeleted: orphans.length };
+  }
+
+  private allocId(): number {
+    while (this.usedIds.has(this.nextId) || this.nextId === 0) this.nextId = (this.nextId + 1) >>> 0;
+    const id = this.nextId;
+    this.usedIds.add(id);
+    this.nextId = (this.nextId + 1) >>> 0;
+    return id;
+  }
+
+  private writeSlots(svcId: number, gen: number, slots: Backend[]): void {
+    const keys: Buffer[] = [];
+    const values: Buffer[] = [];
+    slots.forEach((b, i) => {
+      keys.push(slotKey.encode({ svcId, gen, slot: i }));
+      values.push(backendCodec.encode(b));
+    });
+    try {
+      if (keys.length) bpf.mapUpdateBatch(this.slotsMap.raw.fd, keys, values, bpf.consts.BPF_ANY);
+    } catch (e) {
+      // Leave nothing of this generation behind: it is not referenced, but it takes room.
+      for (const k of keys) bpf.mapDelete(this.slotsMap.raw.fd, k);
+      throw e;
+    }
+  }
+
+  private deleteSlots(svcId: number, gen: number, count: number): void {
+    const keys: SlotKey[] = [];
+    for (let i = 0; i < count; i++) keys.push({ svcId, gen, slot: i });
+    this.slotsMap.deleteMany(keys);
+  }
+
+  /** Apply the difference between `desired` and the kernel. Never throws for one bad service. */
+  apply(desired: DesiredState): ApplyReport {
+    const t0 = process.hrtime.bigint();
+    const report: ApplyReport = {
+      added: 0,
+      updated: 0,
+      removed: 0,
+      unchanged: 0,
+      slotsWritten: 0,
+      slotsDeleted: 0,
+      localEpsAdded: 0,
+      localEpsRemoved: 0,
+      errors: [],
+      durationMs: 0,
+    };
+    const svcCap = this.svc.raw.maxEntries;
+    const slotCap = this.slotsMap.raw.maxEntries;
+    const retired: Array<{ svcId: number; gen: number; count: number }> = [];
+    // Ids of removed services are reused only after their slots are gone (step 4), or a new
+    // service could write over slots that are about to be deleted.
+    const freedIds: number[] = [];
+
+    // 1. Services no longer wanted go first, so their entries make room for new ones.
+    for (const [k, cur] of [...this.current]) {
+      if (desired.services.has(k)) continue;
+      this.svc.delete(cur.key);
+      this.current.delete(k);
+      freedIds.push(cur.value.svcId);
+      retired.push({ svcId: cur.value.svcId, gen: cur.value.gen, count: cur.value.slotCount });
+      report.removed++;
+    }
+    let svcCount = this.current.size;
+
+    // 2. New generations, beside the old ones.
+    const switched: Array<{ k: string; d: DesiredService; value: SvcValue; old: Current | undefined }> = [];
+    for (const [k, d] of desired.services) {
+      const cur = this.current.get(k);
+      if (cur && sameSlots(cur.slots, d.slots) && cur.value.flags === d.flags) {
+        report.unchanged++;
+        continue;
+      }
+      if (!cur && svcCount >= svcCap) {
+        report.errors.push(mapFullError(this.svc.raw, 1, svcCap - svcCount, `service ${d.label}`));
+        continue;
+      }
+      if (this.slotEntries + d.slots.length > slotCap) {
+        report.errors.push(
+          mapFullError(this.slotsMap.raw, d.slots.length, slotCap - this.slotEntries, `service ${d.label} (${d.slots.length} backend slots)`),
+        );
+        continue;
+      }
+      const svcId = cur ? cur.value.svcId : this.allocId();
+      const gen = cur ? (cur.value.gen + 1) >>> 0 : 1;
+      try {
+        this.writeSlots(svcId, gen, d.slots);
+      } catch (e) {
+        if (!cur) this.usedIds.delete(svcId);
+        report.errors.push(kernelError(e, this.slotsMap.raw.name, this.slotsMap.raw.maxEntries, `service ${d.label}`));
+        continue;
+      }
+      this.slotEntries += d.slots.length;
+      report.slotsWritten += d.slots.length;
+      if (!cur) svcCount++;
+      switched.push({ k, d, value: { svcId, gen, slotCount: d.slots.length, flags: d.flags }, old: cur });
+    }
+
+    // 3. Switch each service to its new generation in one update.
+    for (const s of switched) {
+      try {
+        this.svc.set(s.d.key, s.value);
+      } catch (e) {
+        this.deleteSlots(s.value.svcId, s.value.gen, s.value.slotCount);
+        this.slotEntries -= s.value.slotCount;
+        report.slotsWritten -= s.value.slotCount;
+        if (!s.old) {
+          this.usedIds.delete(s.value.svcId);
+          svcCount--;
+        }
+        report.errors.push(kernelError(e, this.svc.raw.name, this.svc.raw.maxEntries, `service ${s.d.label}`));
+        continue;
+      }
+      if (s.old) {
+        report.updated++;
+        retired.push({ svcId: s.old.value.svcId, gen: s.old.value.gen, count: s.old.value.slotCount });
+      } else {
+        report.added++;
+      }
+      this.current.set(s.k, { key: s.d.key, value: s.value, slots: s.d.slots });
+    }
+
+    // 4. Wait out readers of the old entries, then drop the old slots.
+    if (retired.length) {
+      this.dp.rcuSync();
+      for (const r of retired) {
+        this.deleteSlots(r.svcId, r.gen, r.count);
+        this.slotEntries -= r.count;
+        report.slotsDeleted += r.count;
+      }
+    }
+    for (const id of freedIds) this.usedIds.delete(id);
+
+    // 5. Local meshed pods (sockops consults these for same-node redirection).
+    for (const [ip, v] of desired.localEps) {
+      const cur = this.currentEps.get(ip);
+      if (cur && cur.identity === v.identity && cur.flags === v.flags) continue;
+      try {
+        this.eps.set({ ip }, v);
+        this.currentEps.set(ip, v);
+        report.localEpsAdded++;
+      } catch (e) {
+        report.errors.push(kernelError(e, this.eps.raw.name, this.eps.raw.maxEntries, `local pod ${ip}`));
+      }
+    }
+    for (const ip of [...this.currentEps.keys()]) {
+      if (desired.localEps.has(ip)) continue;
+      this.eps.delete({ ip });
+      this.currentEps.delete(ip);
+      report.localEpsRemoved++;
+    }
+    report.durationMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    return report;
+  }
+}
+
+function kernelError(e: unknown, map: string, capacity: number, what: string): SockmeshError {
+  const code = (e as { code?: string }).code;
+  if (code === 'E2BIG' || code === 'ENOSPC' || code === 'ENOMEM') {
+    return new SockmeshError('SM_MAP_FULL', `map ${map} is full (capacity ${capacity}): ${what} was not applied`, {
+      cause: e,
+      details: { map, capacity },
+    });
+  }
+  return new SockmeshError('SM_KERNEL', `${what}: kernel update of ${map} failed: ${(e as Error).message}`, { cause: e });
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what sockmesh needs and builds it. Idempotent: on a machine that has everything it only
+# runs the (incremental) build. Called by `npm test`, `npm run demo` and the benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "sockmesh: the datapath, its tests and the demo need root (BPF, network namespaces, cgroups)" >&2
+  exit 1
+fi
+
+need=()
+command -v clang >/dev/null 2>&1 || need+=(clang)
+command -v llvm-strip >/dev/null 2>&1 || need+=(llvm)
+command -v bpftool >/dev/null 2>&1 || need+=(bpftool)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+for pkg in libbpf-dev libelf-dev zlib1g-dev linux-libc-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "sockmesh: installing Debian packages: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# npm packages: install when node_modules is missing or older than the lockfile.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "sockmesh: installing npm packages" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+exec bash scripts/build.sh
