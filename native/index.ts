@@ -40,7 +40,12 @@ export class BpfError extends Error {
 }
 
 export interface OpenOptions {
-  /** Directory on bpffs where maps declared with LIBBPF_PIN_BY_NAME are pinned/reused. */
+  /**
+   * Directory on bpffs where maps declared with LIBBPF_PIN_BY_NAME are pinned,
+   * or reused if already pinned there (libbpf's default is /sys/fs/bpf). Reuse
+   * requires identical type/key/value/max_entries/flags, else load() fails
+   * EINVAL ("couldn't reuse pinned map ... parameter mismatch").
+   */
   pinRoot?: string;
   /** Per-map max_entries overrides applied before load; unknown names throw ENOENT. */
   maxEntries?: Record<string, number>;
@@ -217,7 +222,9 @@ export const consts: Readonly<Record<ConstName, number>> = (() => {
       enumerable: true,
       get: () => {
         const v = native().consts[name];
-        if (v === undefined) throw new Error(`addon does not export constant ${name}`);
+        if (v === undefined) {
+          throw new BpfError(`consts(${name}): ENOENT: not exported by the addon (rebuild it)`, 'ENOENT', 2, 'consts');
+        }
         return v;
       },
     });

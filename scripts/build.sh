@@ -7,7 +7,7 @@ make -s -C bpf
 
 addon=native/build/Release/sockmesh_bpf.node
 if [ ! -f "$addon" ] || [ -n "$(find native/src native/binding.gyp -newer "$addon" -print -quit)" ]; then
-  (cd native && ../node_modules/.bin/node-gyp rebuild --silent)
+  bash native/build.sh --silent
 fi
 
 node_modules/.bin/tsc -p tsconfig.json

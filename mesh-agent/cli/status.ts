@@ -9,15 +9,18 @@ export interface StatusReport {
   counters: Record<string, string>;
 }
 
-/** Maps whose entries cannot be listed from user space (socket-local storage). */
-const UNCOUNTABLE = new Set(['sm_sock_state']);
+/**
+ * Maps without a meaningful fill level: socket-local storage cannot be listed from user space, and
+ * arrays always hold max_entries entries.
+ */
+const NO_USAGE = new Set(['sm_sock_state', 'sm_counters', 'sm_rcu_sync']);
 
 export function readStatus(bpffsDir = DEFAULT_BPFFS_DIR): StatusReport {
   const dp = Datapath.openPinned(bpffsDir);
   try {
     const maps = MAP_NAMES.map((name) => {
       const m = dp.maps[name];
-      const entries = UNCOUNTABLE.has(name) ? null : m.count();
+      const entries = NO_USAGE.has(name) ? null : m.count();
       const capacity = m.maxEntries;
       return { name, entries, capacity, usage: entries === null || !capacity ? null : entries / capacity };
     });
