@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import type { Endpoint, Model, Protocol, Service, ServicePort, Workload } from '../model/types';
 import { ConfigError, type ConfigIssue } from './errors';
-import { parseIp, type IpFamily } from './ip';
+import { parseIp, type IpFamily } from '../model/ip';
 
 /** What a config file yields: the desired-state model and, optionally, the node it describes. */
 export interface LoadedConfig {

@@ -30,7 +30,7 @@ import {
   svcValue,
 } from './codecs';
 import type { Datapath } from './datapath';
-import { canonicalIp, familyOf } from './ip';
+import { familyOf, mustCanonicalIp as canonicalIp } from '../model/ip';
 import { mapFullError, TypedMap } from './maps';
 import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
 

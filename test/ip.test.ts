@@ -1,0 +1,25 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AF_INET, AF_INET6, bytesToIp, ipToBytes, mustCanonicalIp } from '../mesh-agent/model/ip';
+
+test('addresses round-trip through the kernel byte layout', () => {
+  assert.deepEqual([...ipToBytes('198.19.0.10')], [198, 19, 0, 10, ...new Array(12).fill(0)]);
+  assert.equal(bytesToIp(ipToBytes('198.19.0.10'), AF_INET), '198.19.0.10');
+  for (const [text, canon] of [
+    ['fd53:6f63:6b99::10', 'fd53:6f63:6b99::10'],
+    ['FD53:6F63:6B99:0:0:0:0:10', 'fd53:6f63:6b99::10'],
+    ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
+    ['::1', '::1'],
+    ['1::', '1::'],
+    ['::ffff:1.2.3.4', '::ffff:102:304'],
+  ]) {
+    assert.equal(bytesToIp(ipToBytes(text), AF_INET6), canon, text);
+  }
+  assert.equal(ipToBytes('2001:db8::1').readUInt16BE(0), 0x2001);
+  assert.equal(ipToBytes('2001:db8::1').readUInt16BE(14), 1);
+});
+
+test('mustCanonicalIp agrees with the config canonical form and refuses junk', () => {
+  assert.equal(mustCanonicalIp('FD53::0:10'), 'fd53::10');
+  assert.throws(() => mustCanonicalIp('300.1.1.1'));
+});
