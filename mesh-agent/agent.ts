@@ -7,8 +7,9 @@
 import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
 import { ConfigFileSource, type LoadedConfig } from './config';
-import { Datapath, DatapathSettings } from './datapath/datapath';
+import { Datapath, DatapathSettings, DEFAULT_BPFFS_DIR } from './datapath/datapath';
 import { ApplyReport, desiredState, Reconciler } from './datapath/reconciler';
+import { acquireAgentLock } from './lock';
 import { createLogger, Logger } from './log';
 
 export interface AgentOptions extends DatapathSettings {
@@ -32,6 +33,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private dp?: Datapath;
   private reconciler?: Reconciler;
   private nodeName = '';
+  private releaseLock?: () => void;
   /** Reports of every apply, newest last (tests and status read them). */
   readonly reports: ApplyReport[] = [];
 
@@ -44,7 +46,13 @@ export class Agent extends EventEmitter<AgentEvents> {
   start(): ApplyReport {
     this.source = new ConfigFileSource(this.opts.configPath);
     const initial = this.source.start(); // throws ConfigError before anything is touched
-    this.dp = Datapath.install(this.opts);
+    try {
+      this.releaseLock = acquireAgentLock(this.opts.bpffsDir ?? DEFAULT_BPFFS_DIR);
+      this.dp = Datapath.install(this.opts);
+    } catch (e) {
+      this.stop();
+      throw e;
+    }
     for (const p of this.dp.programs) {
       this.log.info('program', { name: p.name, attach: p.attachType, outcome: p.outcome, progId: p.progId, linkId: p.linkId });
     }
@@ -86,5 +94,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.source?.stop();
     this.dp?.close();
     this.dp = undefined;
+    this.releaseLock?.();
+    this.releaseLock = undefined;
   }
 }

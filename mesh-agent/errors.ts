@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'SM_NOT_CGROUP2' // attach path is not a cgroup v2 directory
   | 'SM_LINK_FOREIGN' // a pinned link belongs to another cgroup
   | 'SM_NOT_INSTALLED' // no datapath pinned at the given bpffs directory
+  | 'SM_AGENT_RUNNING' // another agent already manages this datapath
   | 'SM_KERNEL' // a kernel operation failed (see cause)
   | 'SM_USAGE'; // bad command line
 

@@ -333,6 +333,12 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     const applied2 = await waitFor(l2, 'applied config');
     assert.deepEqual([applied2.added, applied2.updated, applied2.removed, applied2.slotsWritten], [0, 0, 0, 0]);
     assert.ok(l2.filter((l) => l.msg === 'program').every((l) => l.outcome === 'adopted'), 'programs re-attached instead of adopted');
+    // A second agent on the same datapath is refused while this one runs.
+    const dup = spawnSync(SOCKMESH, ['agent', '--config', cfgPath, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs], {
+      encoding: 'utf8',
+    });
+    assert.equal(dup.status, 1);
+    assert.match(dup.stderr, /SM_AGENT_RUNNING: another sockmesh agent \(pid \d+\)/);
     const pp = await longConn;
     assert.equal(pp.code, 0, pp.stderr);
     assert.equal(pp.last.rounds, 30000, JSON.stringify(pp.last));
