@@ -93,9 +93,11 @@ export function desiredState(model: Model, nodeName: string | undefined, maxSlot
       for (const vipText of s.vips) {
         const vip = canonicalIp(vipText);
         const fam = familyOf(vip);
-        const backends = eps
-          .filter((e) => e.healthy && portMatches(e.servicePort, p) && familyOf(e.address) === fam)
-          .map((e) => ({ ip: canonicalIp(e.address), port: e.port ?? p.targetPort ?? p.port, weight: e.weight }));
+        let usable = eps.filter((e) => e.healthy && portMatches(e.servicePort, p) && familyOf(e.address) === fam);
+        // Envoy priorities: only the best (lowest) priority that has a healthy backend serves.
+        const best = Math.min(...usable.map((e) => e.priority ?? 0));
+        usable = usable.filter((e) => (e.priority ?? 0) === best);
+        const backends = usable.map((e) => ({ ip: canonicalIp(e.address), port: e.port ?? p.targetPort ?? p.port, weight: e.weight }));
         const key: SvcKey = { ip: vip, port: p.port, proto: protoNumber(p.protocol) };
         services.set(svcKeyString(key), {
           key,
