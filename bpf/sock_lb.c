@@ -27,7 +27,6 @@ static __always_inline int sm_reject(enum sm_xlate why)
 
 static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
 {
-	struct sm_svc_value svc;
 	struct sm_svc_key key;
 	struct sm_backend be;
 	enum sm_xlate res;
@@ -40,7 +39,7 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 	key.proto = ctx->protocol;
 	key.family = SM_AF_INET;
 
-	res = sm_lb_xlate(&key, &be, &svc);
+	res = sm_lb_xlate(&key, &be);
 	if (res == SM_XLATE_NOT_SERVICE)
 		return 1;
 	if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
@@ -59,7 +58,6 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
  */
 static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
 {
-	struct sm_svc_value svc;
 	struct sm_svc_key key;
 	struct sm_backend be;
 	enum sm_xlate res;
@@ -72,7 +70,7 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
-	mapped = sm_is_v4_mapped(a);
+	mapped = sm_v4_mapped(a[0], a[1], a[2]);
 
 	__builtin_memset(&key, 0, sizeof(key));
 	if (mapped) {
@@ -88,7 +86,7 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	key.port = (__be16)ctx->user_port;
 	key.proto = ctx->protocol;
 
-	res = sm_lb_xlate(&key, &be, &svc);
+	res = sm_lb_xlate(&key, &be);
 	if (res == SM_XLATE_NOT_SERVICE)
 		return 1;
 	if (res != SM_XLATE_DONE || be.family != key.family)
@@ -137,7 +135,7 @@ static __always_inline int sm_rev6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
-	mapped = sm_is_v4_mapped(a);
+	mapped = sm_v4_mapped(a[0], a[1], a[2]);
 	if (mapped) {
 		a[0] = a[3];
 		a[1] = a[2] = a[3] = 0;

@@ -39,6 +39,14 @@ int sm_sockops(struct bpf_sock_ops *skops)
 	default:
 		return 1;
 	}
+	/*
+	 * Bytes that arrived before the socket is established (TCP Fast Open data in the SYN) sit in
+	 * its TCP receive queue; redirected bytes would overtake them. Such a socket stays on TCP.
+	 */
+	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && skops->bytes_received > 0) {
+		sm_count(SM_CNT_MSG_FALLBACK, 1);
+		return 1;
+	}
 	if (sm_key_from_sockops(skops, &key))
 		return 1;
 	if (!sm_is_local(key.local, key.family) || !sm_is_local(key.remote, key.family)) {

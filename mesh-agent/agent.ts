@@ -17,6 +17,8 @@ export interface AgentOptions extends DatapathSettings {
   /** This node's name; default: the config file's `node`, else the hostname. */
   nodeName?: string;
   maxSlots?: number;
+  /** Delay before re-applying a config some of which could not be applied (default 5 s). */
+  retryMs?: number;
   log?: Logger;
 }
 
@@ -34,6 +36,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private reconciler?: Reconciler;
   private nodeName = '';
   private releaseLock?: () => void;
+  private retryTimer?: NodeJS.Timeout;
   /** Reports of every apply, newest last (tests and status read them). */
   readonly reports: ApplyReport[] = [];
 
@@ -42,24 +45,25 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.log = opts.log ?? createLogger({ component: 'agent' });
   }
 
-  /** Validate config, install or adopt the datapath, apply the config. */
-  start(): ApplyReport {
+  /** Validate config, take the agent lock, install or adopt the datapath, apply the config. */
+  async start(): Promise<ApplyReport> {
     this.source = new ConfigFileSource(this.opts.configPath);
     const initial = this.source.start(); // throws ConfigError before anything is touched
+    let report: ApplyReport;
     try {
-      this.releaseLock = acquireAgentLock(this.opts.bpffsDir ?? DEFAULT_BPFFS_DIR);
+      this.releaseLock = await acquireAgentLock(this.opts.bpffsDir ?? DEFAULT_BPFFS_DIR);
       this.dp = Datapath.install(this.opts);
+      for (const p of this.dp.programs) {
+        this.log.info('program', { name: p.name, attach: p.attachType, outcome: p.outcome, progId: p.progId, linkId: p.linkId });
+      }
+      this.reconciler = new Reconciler(this.dp);
+      const adopted = this.reconciler.adopt();
+      this.log.info('adopted kernel state', adopted);
+      report = this.applyConfig(initial);
     } catch (e) {
       this.stop();
       throw e;
     }
-    for (const p of this.dp.programs) {
-      this.log.info('program', { name: p.name, attach: p.attachType, outcome: p.outcome, progId: p.progId, linkId: p.linkId });
-    }
-    this.reconciler = new Reconciler(this.dp);
-    const adopted = this.reconciler.adopt();
-    this.log.info('adopted kernel state', adopted);
-    const report = this.applyConfig(initial);
     this.source.on('update', (cfg) => this.applyConfig(cfg));
     this.source.on('invalid', (err) => {
       this.log.error('config reload rejected; keeping the last good config', {
@@ -73,6 +77,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private applyConfig(cfg: LoadedConfig): ApplyReport {
+    clearTimeout(this.retryTimer);
     this.nodeName = this.opts.nodeName ?? cfg.nodeName ?? os.hostname();
     const report = this.reconciler!.apply(desiredState(cfg.model, this.nodeName, this.opts.maxSlots));
     const doneAt = process.hrtime.bigint();
@@ -81,6 +86,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.log.info('applied config', { node: this.nodeName, ...counts, errors: errors.length });
     for (const e of errors) this.log.error('change not applied', { code: e.code, error: e.message, ...e.details });
     this.emit('applied', report, doneAt);
+    if (errors.length) {
+      // Room may free up (a capacity change, another service shrinking) or a transient kernel error
+      // may pass: try the same config again until it all lands.
+      this.retryTimer = setTimeout(() => this.applyConfig(cfg), this.opts.retryMs ?? 5000);
+      this.retryTimer.unref();
+    }
     return report;
   }
 
@@ -91,6 +102,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Stop watching and close fds. The datapath stays pinned and keeps working. */
   stop(): void {
+    clearTimeout(this.retryTimer);
     this.source?.stop();
     this.dp?.close();
     this.dp = undefined;

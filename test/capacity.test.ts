@@ -66,8 +66,23 @@ describe('[kernel] map capacity', kernelSkip(), () => {
     assert.equal(dp.maps.sm_backends.count(), 6, 'no half-written slots left behind');
   });
 
+  test('room freed by removals in the same apply is used in the same apply', () => {
+    rec.apply(desiredState(model([]), 'node1'));
+    assert.deepEqual(rec.apply(desiredState(model([5]), 'node1')).errors, []);
+    // Swap svc0 (5 slots) for a service at another index (5 slots) in a map of 8: the old slots go
+    // only after the RCU wait, so the first pass cannot fit the new one; the retry pass must.
+    const swapped = model([0, 5]);
+    swapped.services = swapped.services.filter((x) => x.name !== 'svc0');
+    const r = rec.apply(desiredState(swapped, 'node1'));
+    assert.deepEqual(r.errors, []);
+    assert.equal(r.added, 1);
+    assert.equal(r.removed, 1);
+    assert.equal(dp.maps.sm_backends.count(), 5);
+  });
+
   test('a service that does not fit in sm_services is refused with the map named', () => {
-    const r = rec.apply(desiredState(model([3, 2, 1, 1, 1]), 'node1'));
+    rec.apply(desiredState(model([]), 'node1'));
+    const r = rec.apply(desiredState(model([1, 1, 1, 1, 1]), 'node1'));
     assert.equal(r.errors.length, 1);
     assert.equal(r.errors[0].code, 'SM_MAP_FULL');
     assert.match(r.errors[0].message, /map sm_services is full \(capacity 4\)/);

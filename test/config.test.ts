@@ -220,9 +220,8 @@ describe('config: IP addresses', () => {
   test('canonicalises IPv6 and accepts plain unicast addresses', () => {
     assert.equal(canonicalIp('FD53:6F63:6B01:0:0:0:0:10'), 'fd53:6f63:6b01::10');
     assert.equal(canonicalIp('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1');
-    assert.equal(canonicalIp('::1'), '::1');
     assert.equal(canonicalIp('10.0.0.1'), '10.0.0.1');
-    assert.deepStrictEqual(parseIp('fe80::1'), { ok: true, address: 'fe80::1', family: 6 });
+    assert.deepStrictEqual(parseIp('fd00::1'), { ok: true, address: 'fd00::1', family: 6 });
   });
 
   test('rejects invalid, unspecified, multicast, broadcast, mapped, CIDR and zoned addresses', () => {
@@ -233,6 +232,11 @@ describe('config: IP addresses', () => {
       ['0.0.0.0', /unspecified/],
       ['::', /unspecified/],
       ['224.0.0.1', /multicast/],
+      // The same in every pod: as an identity or a sockhash key they would mix pods up.
+      ['127.0.0.1', /loopback/],
+      ['::1', /loopback/],
+      ['169.254.1.1', /link-local/],
+      ['fe80::1', /link-local/],
       ['ff02::1', /multicast/],
       ['255.255.255.255', /broadcast/],
       ['::ffff:10.0.0.1', /IPv4-mapped.*10\.0\.0\.1/],

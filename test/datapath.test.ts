@@ -12,7 +12,7 @@ import { Agent } from '../mesh-agent/agent';
 import { CounterName } from '../mesh-agent/datapath/codecs';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { createLogger } from '../mesh-agent/log';
-import { Sandbox, ServerHandle } from '../sandbox/sandbox';
+import { parseJsonLines, PODTOOL_PATH, Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { kernelSkip } from './kernel';
 
 const SOCKMESH = path.resolve(__dirname, '../../bin/sockmesh');
@@ -124,7 +124,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
       bpffsDir: bpffs,
       log: createLogger({ level: 'warn' }),
     });
-    const report = agent.start();
+    const report = await agent.start();
     assert.deepEqual(report.errors, []);
   });
 
@@ -219,9 +219,10 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
         assert.ok(delta(before, after, 'msg_redirected') > 0, 'no message was redirected');
         // Replies (server -> client) are always redirected; a request direction stays on TCP only
         // when the client wrote before the server socket was established (see sm_sk_msg).
-        if (c.mode === 'echo') {
-          assert.ok(delta(before, after, 'msg_redirected_bytes') >= c.bytes * conns, 'echoed bytes were not all redirected');
-        }
+        // Sink: the request direction alone carries the bytes, so this proves the client's sends
+        // were redirected (the server's first send always finds its client in the sockhash).
+        const expected = c.mode === 'echo' ? c.bytes * conns : c.bytes;
+        assert.ok(delta(before, after, 'msg_redirected_bytes') >= expected, `fewer than ${expected} bytes redirected`);
       });
     }
   });
@@ -236,17 +237,24 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     assert.ok(delta(before, after, 'sock_not_local') >= 1);
   });
 
-  test('backends replaced while a client connects in a loop: nothing reaches the removed backend after the update returns', async () => {
-    const loop = sb.podtool('client', ['connect-loop', '--target', `${VIP_FLIP}:80`, '--duration-ms', '3000']);
-    await new Promise((r) => setTimeout(r, 1000));
+  test('backends replaced through the config file while a client connects in a loop', async () => {
+    // The connect loop prints one line per attempt; wait for the first before changing anything.
+    const child = sb.spawn('client', [process.execPath, PODTOOL_PATH, 'connect-loop', '--target', `${VIP_FLIP}:80`, '--duration-ms', '2500'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const firstLine = new Promise<void>((resolve) => child.stdout!.on('data', (d) => ((out += d), out.includes('\n') && resolve())));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    await firstLine;
+    await new Promise((r) => setTimeout(r, 300));
     const applied = nextApplied(agent!);
     writeConfig({ flipTo: 'web2' });
     const doneAt = await applied;
-    const r = await loop;
-    const attempts = r.lines.filter((l) => l.t0 !== undefined);
+    await exited;
+    const attempts = parseJsonLines(out).filter((l) => l.t0 !== undefined);
     const afterUpdate = attempts.filter((l) => BigInt(l.t0) > doneAt);
     const beforeUpdate = attempts.filter((l) => BigInt(l.t0) <= doneAt);
-    assert.ok(beforeUpdate.length > 10 && afterUpdate.length > 10, `too few attempts: ${beforeUpdate.length}/${afterUpdate.length}`);
+    assert.ok(beforeUpdate.length > 0 && afterUpdate.length > 0, `attempts before/after: ${beforeUpdate.length}/${afterUpdate.length}`);
     assert.deepEqual(attempts.filter((l) => l.err), [], 'no connect failed: never zero backends in between');
     assert.ok(beforeUpdate.some((l) => l.id === 'web1'));
     const stale = afterUpdate.filter((l) => l.id !== 'web2');
@@ -317,10 +325,13 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     assert.deepEqual([applied1.added, applied1.updated, applied1.removed, applied1.slotsWritten], [0, 0, 0, 0], 'adopting agent rewrote state');
 
     // A long-lived connection across the restart.
+    const base = counters().sock_local_pair;
     const longConn = sb.podtool('client', ['pingpong', '--target', `${VIP4}:90`, '--size', '512', '--rounds', '30000'], {
       timeoutMs: 120_000,
     });
-    await new Promise((r) => setTimeout(r, 300));
+    // Wait until the long-lived connection is up (both ends in the sockhash) before the kill.
+    for (let i = 0; i < 200 && counters().sock_local_pair < base + 2n; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(counters().sock_local_pair >= base + 2n, 'the long-lived connection never came up');
     a1.kill('SIGKILL');
     await new Promise((r) => a1.once('exit', r));
     // No agent now: new connections are still translated by the pinned programs.
@@ -332,13 +343,15 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     const l2 = logsOf(a2);
     const applied2 = await waitFor(l2, 'applied config');
     assert.deepEqual([applied2.added, applied2.updated, applied2.removed, applied2.slotsWritten], [0, 0, 0, 0]);
-    assert.ok(l2.filter((l) => l.msg === 'program').every((l) => l.outcome === 'adopted'), 'programs re-attached instead of adopted');
+    const progs = l2.filter((l) => l.msg === 'program');
+    assert.equal(progs.length, 10);
+    assert.deepEqual(progs.filter((l) => l.outcome !== 'adopted'), [], 'programs re-attached instead of adopted');
     // A second agent on the same datapath is refused while this one runs.
     const dup = spawnSync(SOCKMESH, ['agent', '--config', cfgPath, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs], {
       encoding: 'utf8',
     });
     assert.equal(dup.status, 1);
-    assert.match(dup.stderr, /SM_AGENT_RUNNING: another sockmesh agent \(pid \d+\)/);
+    assert.match(dup.stderr, /SM_AGENT_RUNNING: another sockmesh agent manages /);
     const pp = await longConn;
     assert.equal(pp.code, 0, pp.stderr);
     assert.equal(pp.last.rounds, 30000, JSON.stringify(pp.last));

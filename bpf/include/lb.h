@@ -26,19 +26,19 @@ enum sm_xlate {
 	SM_XLATE_ERROR,           /* inconsistent maps (should not happen): reject, counted */
 };
 
-static __always_inline int sm_is_v4_mapped(const __u32 *a)
+/* ::ffff:a.b.c.d, as dual-stack sockets show IPv4 peers. */
+static __always_inline int sm_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
 {
-	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+	return a0 == 0 && a1 == 0 && a2 == bpf_htonl(0x0000ffff);
 }
 
 /*
  * Choose a backend for (addr, port, proto). Slots hold each healthy backend a number of times
  * proportional to its weight, so a uniform slot choice is a weighted backend choice.
  */
-static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, struct sm_backend *out,
-						  struct sm_svc_value *svc_out)
+static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, struct sm_backend *out)
 {
-	struct sm_svc_value *svc;
+	struct sm_svc_value *svc, v;
 	struct sm_backend *be;
 	struct sm_slot_key sk;
 
@@ -46,13 +46,13 @@ static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, s
 	if (!svc)
 		return SM_XLATE_NOT_SERVICE;
 	/* Copy once: every later read comes from this one generation. */
-	*svc_out = *svc;
-	if (svc_out->slot_count == 0)
+	v = *svc;
+	if (v.slot_count == 0)
 		return SM_XLATE_NO_BACKEND;
 
-	sk.svc_id = svc_out->svc_id;
-	sk.gen = svc_out->gen;
-	sk.slot = bpf_get_prandom_u32() % svc_out->slot_count;
+	sk.svc_id = v.svc_id;
+	sk.gen = v.gen;
+	sk.slot = bpf_get_prandom_u32() % v.slot_count;
 	be = bpf_map_lookup_elem(&sm_backends, &sk);
 	if (!be)
 		return SM_XLATE_ERROR;
@@ -63,8 +63,8 @@ static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, s
 static __always_inline void sm_revnat_record(__u64 cookie, const struct sm_backend *be,
 					     const struct sm_svc_key *vip)
 {
+	struct sm_revnat_value rv, *cur;
 	struct sm_revnat_key rk;
-	struct sm_revnat_value rv;
 
 	__builtin_memset(&rk, 0, sizeof(rk));
 	__builtin_memset(&rv, 0, sizeof(rv));
@@ -81,6 +81,11 @@ static __always_inline void sm_revnat_record(__u64 cookie, const struct sm_backe
 	rv.addr[3] = vip->addr[3];
 	rv.port = vip->port;
 	rv.family = vip->family;
+	/* sendmsg() runs this per datagram: skip the write (and its bucket lock) when nothing changed. */
+	cur = bpf_map_lookup_elem(&sm_revnat, &rk);
+	if (cur && cur->addr[0] == rv.addr[0] && cur->addr[1] == rv.addr[1] && cur->addr[2] == rv.addr[2] &&
+	    cur->addr[3] == rv.addr[3] && cur->port == rv.port && cur->family == rv.family)
+		return;
 	if (bpf_map_update_elem(&sm_revnat, &rk, &rv, BPF_ANY))
 		sm_count(SM_CNT_MAP_ERROR, 1);
 }

@@ -15,9 +15,11 @@
 #include "sockmesh_types.h"
 
 /*
- * BPF_F_NO_PREALLOC on the service tables: a replaced element is freed only after an RCU grace
- * period, so a program that looked it up just before the agent replaced it still reads a whole,
- * consistent value (preallocated elements can be recycled under a reader).
+ * Service tables. Note (kernel >= 6.1): hash elements come from bpf_mem_alloc, which may hand a
+ * freed element to the next update on the same CPU without waiting for readers, so a program
+ * preempted between lookup and copy could in theory read a recycled element. sm_lb_xlate() copies
+ * the value at once and the agent never frees elements of a service in the middle of switching
+ * another one; see "Known limits" in README.md for what remains.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -105,8 +107,9 @@ static __always_inline void sm_count(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&sm_counters, &idx);
 
+	/* Per-CPU, but sockops runs in both process and softirq context on one CPU: add atomically. */
 	if (v)
-		*v += n; /* per-CPU slot: no atomic needed */
+		__sync_fetch_and_add(v, n);
 }
 
 #endif /* SOCKMESH_MAPS_H */

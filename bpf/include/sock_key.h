@@ -13,6 +13,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_endian.h>
 #include "sockmesh_types.h"
+#include "lb.h" /* sm_v4_mapped */
 
 /* An established socket never has remote port 0, so whichever half is non-zero holds it. */
 static __always_inline __be16 sm_remote_port(__u32 v)
@@ -23,11 +24,6 @@ static __always_inline __be16 sm_remote_port(__u32 v)
 static __always_inline __be16 sm_local_port(__u32 host_order)
 {
 	return bpf_htons((__u16)host_order);
-}
-
-static __always_inline int sm_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
-{
-	return a0 == 0 && a1 == 0 && a2 == bpf_htonl(0x0000ffff);
 }
 
 /*

@@ -39,7 +39,7 @@ function parseMapSizes(values: string[] | undefined): Partial<Record<MapName, nu
   return out;
 }
 
-function runAgent(args: string[]): void {
+async function runAgent(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     options: {
@@ -61,7 +61,7 @@ function runAgent(args: string[]): void {
     log,
   });
   try {
-    agent.start();
+    await agent.start();
   } catch (e) {
     if (isConfigError(e)) fail(`sockmesh agent: invalid config, nothing changed:\n${e.message}`, 1);
     const err = e as SockmeshError;
@@ -77,12 +77,12 @@ function runAgent(args: string[]): void {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-export function main(argv: string[]): void {
+export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
       case 'agent':
-        return runAgent(rest);
+        return await runAgent(rest);
       case 'status': {
         const { values } = parseArgs({
           args: rest,

@@ -117,6 +117,23 @@ export function attachTypeName(t: number): string {
 }
 
 /**
+ * Is program `progId` (attached now) the same as the freshly loaded one? Same instructions (tag,
+ * which the kernel computes with map references blanked) AND the same maps: a program bound to
+ * maps that are no longer the pinned ones must be replaced, or the agent would write maps nobody
+ * reads.
+ */
+function sameProgram(progId: number, fresh: bpf.ProgInfo): boolean {
+  const fd = bpf.progGetFdById(progId);
+  try {
+    const old = bpf.progInfo(fd);
+    const ids = (x: number[]) => [...x].sort((a, b) => a - b).join(',');
+    return old.tag === fresh.tag && ids(old.mapIds) === ids(fresh.mapIds);
+  } finally {
+    bpf.closeFd(fd);
+  }
+}
+
+/**
  * An open datapath: the maps (as fds this process owns) and what is attached. Obtained with
  * `Datapath.install()` (load + attach or adopt, for the agent) or `Datapath.openPinned()`
  * (read-only tools such as `sockmesh status`).
@@ -189,15 +206,12 @@ export class Datapath {
         }
       }
       cgFd = bpf.openPath(cg.path);
-      for (const obj of objects) {
-        for (const p of obj.programs()) {
-          if (p.attachType === bpf.consts.BPF_SK_MSG_VERDICT) {
-            programs.push(Datapath.attachSkMsg(obj, p));
-            continue;
-          }
-          programs.push(Datapath.attachCgroupProgram(p, cgFd, cg.id, linksDir));
-        }
-      }
+      // sk_msg first: a socket takes the sockhash's verdict program when sockops adds it, so a
+      // socket added before sk_msg is attached would never be redirected.
+      const all = objects.flatMap((obj) => obj.programs().map((p) => ({ obj, p })));
+      const isMsg = (x: { p: bpf.ProgramDesc }) => x.p.attachType === bpf.consts.BPF_SK_MSG_VERDICT;
+      for (const { obj, p } of all.filter(isMsg)) programs.push(Datapath.attachSkMsg(obj, p));
+      for (const { p } of all.filter((x) => !isMsg(x))) programs.push(Datapath.attachCgroupProgram(p, cgFd, cg.id, linksDir));
       return new Datapath(bpffsDir, Datapath.openMaps(bpffsDir), programs);
     } finally {
       if (cgFd >= 0) bpf.closeFd(cgFd);
@@ -216,36 +230,9 @@ export class Datapath {
     const newInfo = bpf.progInfo(p.fd);
     const st: ProgramStatus = { name: p.name, attachType: attachTypeName(p.attachType), progId: newInfo.id, tag: newInfo.tag };
     if (fs.existsSync(linkPath)) {
-      const linkFd = bpf.objGet(linkPath);
-      try {
-        const li = bpf.linkInfo(linkFd);
-        if (li.cgroupId !== undefined && BigInt(li.cgroupId) !== cgroupId) {
-          throw new SockmeshError(
-            'SM_LINK_FOREIGN',
-            `pinned link ${linkPath} is attached to cgroup id ${li.cgroupId}, not the requested one (${cgroupId}); ` +
-              `remove the datapath first (sockmesh datapath remove --bpffs ${path.dirname(linksDir)})`,
-          );
-        }
-        const oldFd = bpf.progGetFdById(li.progId);
-        let oldTag: string;
-        try {
-          oldTag = bpf.progInfo(oldFd).tag;
-        } finally {
-          bpf.closeFd(oldFd);
-        }
-        st.linkId = li.id;
-        if (oldTag === newInfo.tag) {
-          // Same code already attached: keep it (and its run statistics); no flap.
-          st.progId = li.progId;
-          st.outcome = 'adopted';
-        } else {
-          bpf.linkUpdate(linkFd, p.fd);
-          st.outcome = 'upgraded';
-        }
-        return st;
-      } finally {
-        bpf.closeFd(linkFd);
-      }
+      const adopted = Datapath.adoptLink(linkPath, p, newInfo, cgroupId, st);
+      if (adopted) return adopted;
+      fs.unlinkSync(linkPath); // detached (its cgroup went away, or someone detached it)
     }
     const linkFd = bpf.linkCreate(p.fd, cgFd, p.attachType);
     try {
@@ -258,21 +245,50 @@ export class Datapath {
     }
   }
 
+  /** Keep or upgrade a pinned link; null when the link is detached and must be replaced. */
+  private static adoptLink(
+    linkPath: string,
+    p: bpf.ProgramDesc,
+    newInfo: bpf.ProgInfo,
+    cgroupId: bigint,
+    st: ProgramStatus,
+  ): ProgramStatus | null {
+    const linkFd = bpf.objGet(linkPath);
+    try {
+      const li = bpf.linkInfo(linkFd);
+      if (!li.cgroupId) return null;
+      if (BigInt(li.cgroupId) !== cgroupId) {
+        throw new SockmeshError(
+          'SM_LINK_FOREIGN',
+          `pinned link ${linkPath} is attached to cgroup id ${li.cgroupId}, not the requested one (${cgroupId}); ` +
+            `remove the datapath first (sockmesh datapath remove --bpffs ${path.dirname(path.dirname(linkPath))})`,
+        );
+      }
+      st.linkId = li.id;
+      if (sameProgram(li.progId, newInfo)) {
+        // Same code on the same maps already attached: keep it (and its run statistics); no flap.
+        st.progId = li.progId;
+        st.outcome = 'adopted';
+      } else {
+        bpf.linkUpdate(linkFd, p.fd); // atomic swap: no moment without a program
+        st.outcome = 'upgraded';
+      }
+      return st;
+    } finally {
+      bpf.closeFd(linkFd);
+    }
+  }
+
   private static attachSkMsg(obj: bpf.BpfObject, p: bpf.ProgramDesc): ProgramStatus {
     const sockhash = obj.map('sm_sockhash');
     const newInfo = bpf.progInfo(p.fd);
     const st: ProgramStatus = { name: p.name, attachType: attachTypeName(p.attachType), progId: newInfo.id, tag: newInfo.tag };
     const q = bpf.progQuery(sockhash.fd, bpf.consts.BPF_SK_MSG_VERDICT);
     for (const id of q.progIds) {
-      const fd = bpf.progGetFdById(id);
-      try {
-        if (bpf.progInfo(fd).tag === newInfo.tag) {
-          st.progId = id;
-          st.outcome = 'adopted';
-          return st;
-        }
-      } finally {
-        bpf.closeFd(fd);
+      if (sameProgram(id, newInfo)) {
+        st.progId = id;
+        st.outcome = 'adopted';
+        return st;
       }
     }
     // Attaching a verdict program to a sockmap replaces the previous one; sockets already in the
@@ -292,7 +308,12 @@ export class Datapath {
 
   private static openMaps(bpffsDir: string): Record<MapName, RawMap> {
     const out = {} as Record<MapName, RawMap>;
-    for (const name of MAP_NAMES) out[name] = RawMap.open(path.join(Datapath.mapsDir(bpffsDir), name), name);
+    try {
+      for (const name of MAP_NAMES) out[name] = RawMap.open(path.join(Datapath.mapsDir(bpffsDir), name), name);
+    } catch (e) {
+      for (const m of Object.values(out)) m.close();
+      throw e;
+    }
     return out;
   }
 

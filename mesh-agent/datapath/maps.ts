@@ -26,15 +26,13 @@ export class RawMap {
     return new RawMap(name, bpf.objGet(pinPath));
   }
 
-  /** Number of entries, by walking the keys (the kernel keeps no cheap count for every map type). */
+  /**
+   * Number of entries (the kernel keeps no cheap count for every map type). A batch dump walks
+   * bucket by bucket, so, unlike a get_next_key walk, it cannot restart from the first key when an
+   * entry is evicted under it.
+   */
   count(): number {
-    let n = 0;
-    let k: Buffer | null = null;
-    for (;;) {
-      k = bpf.mapGetNextKey(this.fd, k, this.keySize);
-      if (!k) return n;
-      n++;
-    }
+    return bpf.mapLookupBatch(this.fd, this.keySize, this.valueSize, 4096).keys.length;
   }
 
   close(): void {

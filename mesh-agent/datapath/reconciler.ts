@@ -171,6 +171,7 @@ export class Reconciler {
       this.usedIds.add(v.svcId);
     }
     const orphans = allSlots.filter(([k]) => !live.has(`${k.svcId}|${k.gen}`)).map(([k]) => k);
+    // Unreferenced since before this process started, so no program can still be reading them.
     this.slotsMap.deleteMany(orphans);
     this.slotEntries = allSlots.length - orphans.length;
     this.currentEps = new Map(this.eps.entries().map(([k, v]) => [k.ip, v]));
@@ -201,15 +202,43 @@ export class Reconciler {
     }
   }
 
-  private deleteSlots(svcId: number, gen: number, count: number): void {
-    const keys: SlotKey[] = [];
-    for (let i = 0; i < count; i++) keys.push({ svcId, gen, slot: i });
-    this.slotsMap.deleteMany(keys);
+  /** Delete a generation's slots; returns how many entries were really there. */
+  private deleteSlots(svcId: number, gen: number, count: number): number {
+    const keys: Buffer[] = [];
+    for (let i = 0; i < count; i++) keys.push(slotKey.encode({ svcId, gen, slot: i }));
+    return keys.length ? bpf.mapDeleteBatch(this.slotsMap.raw.fd, keys) : 0;
   }
 
-  /** Apply the difference between `desired` and the kernel. Never throws for one bad service. */
+  /**
+   * Apply the difference between `desired` and the kernel. Never throws: what could not be applied
+   * is in `errors`, and the next apply() retries it (the agent calls apply() again while errors
+   * remain). A change refused for room that this same pass freed (slots of removed or replaced
+   * services go only after the RCU wait) is retried once right away.
+   */
   apply(desired: DesiredState): ApplyReport {
     const t0 = process.hrtime.bigint();
+    const first = this.applyOnce(desired);
+    let report = first;
+    if (first.errors.some((e) => e.code === 'SM_MAP_FULL') && first.slotsDeleted + first.removed > 0) {
+      const second = this.applyOnce(desired);
+      report = {
+        added: first.added + second.added,
+        updated: first.updated + second.updated,
+        removed: first.removed + second.removed,
+        unchanged: second.unchanged,
+        slotsWritten: first.slotsWritten + second.slotsWritten,
+        slotsDeleted: first.slotsDeleted + second.slotsDeleted,
+        localEpsAdded: first.localEpsAdded + second.localEpsAdded,
+        localEpsRemoved: first.localEpsRemoved + second.localEpsRemoved,
+        errors: second.errors,
+        durationMs: 0,
+      };
+    }
+    report.durationMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    return report;
+  }
+
+  private applyOnce(desired: DesiredState): ApplyReport {
     const report: ApplyReport = {
       added: 0,
       updated: 0,
@@ -232,7 +261,12 @@ export class Reconciler {
     // 1. Services no longer wanted go first, so their entries make room for new ones.
     for (const [k, cur] of [...this.current]) {
       if (desired.services.has(k)) continue;
-      this.svc.delete(cur.key);
+      try {
+        this.svc.delete(cur.key);
+      } catch (e) {
+        report.errors.push(kernelError(e, this.svc.raw.name, this.svc.raw.maxEntries, `removing ${svcKeyString(cur.key)}`));
+        continue;
+      }
       this.current.delete(k);
       freedIds.push(cur.value.svcId);
       retired.push({ svcId: cur.value.svcId, gen: cur.value.gen, count: cur.value.slotCount });
@@ -278,8 +312,7 @@ export class Reconciler {
       try {
         this.svc.set(s.d.key, s.value);
       } catch (e) {
-        this.deleteSlots(s.value.svcId, s.value.gen, s.value.slotCount);
-        this.slotEntries -= s.value.slotCount;
+        this.slotEntries -= this.safeDeleteSlots(s.value.svcId, s.value.gen, s.value.slotCount, report);
         report.slotsWritten -= s.value.slotCount;
         if (!s.old) {
           this.usedIds.delete(s.value.svcId);
@@ -299,11 +332,17 @@ export class Reconciler {
 
     // 4. Wait out readers of the old entries, then drop the old slots.
     if (retired.length) {
-      this.dp.rcuSync();
-      for (const r of retired) {
-        this.deleteSlots(r.svcId, r.gen, r.count);
-        this.slotEntries -= r.count;
-        report.slotsDeleted += r.count;
+      try {
+        this.dp.rcuSync();
+        for (const r of retired) {
+          const n = this.safeDeleteSlots(r.svcId, r.gen, r.count, report);
+          this.slotEntries -= n;
+          report.slotsDeleted += n;
+        }
+      } catch (e) {
+        // Without the grace period the old slots must stay (a reader may still use them); they
+        // are unreferenced and adopt() collects them on the next start.
+        report.errors.push(new SockmeshError('SM_KERNEL', `RCU wait failed; old backend slots kept: ${(e as Error).message}`, { cause: e }));
       }
     }
     for (const id of freedIds) this.usedIds.delete(id);
@@ -322,18 +361,31 @@ export class Reconciler {
     }
     for (const ip of [...this.currentEps.keys()]) {
       if (desired.localEps.has(ip)) continue;
-      this.eps.delete({ ip });
+      try {
+        this.eps.delete({ ip });
+      } catch (e) {
+        report.errors.push(kernelError(e, this.eps.raw.name, this.eps.raw.maxEntries, `removing local pod ${ip}`));
+        continue;
+      }
       this.currentEps.delete(ip);
       report.localEpsRemoved++;
     }
-    report.durationMs = Number(process.hrtime.bigint() - t0) / 1e6;
     return report;
+  }
+
+  private safeDeleteSlots(svcId: number, gen: number, count: number, report: ApplyReport): number {
+    try {
+      return this.deleteSlots(svcId, gen, count);
+    } catch (e) {
+      report.errors.push(kernelError(e, this.slotsMap.raw.name, this.slotsMap.raw.maxEntries, `deleting slots of service id ${svcId}`));
+      return 0;
+    }
   }
 }
 
 function kernelError(e: unknown, map: string, capacity: number, what: string): SockmeshError {
   const code = (e as { code?: string }).code;
-  if (code === 'E2BIG' || code === 'ENOSPC' || code === 'ENOMEM') {
+  if (code === 'E2BIG' || code === 'ENOSPC') {
     return new SockmeshError('SM_MAP_FULL', `map ${map} is full (capacity ${capacity}): ${what} was not applied`, {
       cause: e,
       details: { map, capacity },

@@ -23,7 +23,8 @@ function ipv6Groups(canon: string): number[] {
 /**
  * Validates a unicast address usable as a VIP, backend or workload IP and returns its canonical
  * text. Rejected: anything that is not a single literal address, IPv6 zone indexes, unspecified
- * addresses (0.0.0.0/8, ::), multicast (224.0.0.0/4, ff00::/8), the IPv4 limited broadcast, and
+ * addresses (0.0.0.0/8, ::), multicast (224.0.0.0/4, ff00::/8), the IPv4 limited broadcast,
+ * loopback and link-local addresses (the same in every pod, so useless as identities), and
  * IPv4-mapped IPv6 (::ffff:a.b.c.d — write the IPv4 address instead).
  */
 export function parseIp(text: string): ParsedIp {
@@ -34,6 +35,9 @@ export function parseIp(text: string): ParsedIp {
     const o = text.split('.').map(Number);
     if (o[0] === 0) return { ok: false, reason: `${text} is an unspecified/"this network" address (0.0.0.0/8)` };
     if (o[0] >= 224 && o[0] <= 239) return { ok: false, reason: `${text} is a multicast address` };
+    // Loopback and link-local addresses are not unique across pods: two pods' sockets would look alike.
+    if (o[0] === 127) return { ok: false, reason: `${text} is a loopback address (127.0.0.0/8), not unique to one pod or service` };
+    if (o[0] === 169 && o[1] === 254) return { ok: false, reason: `${text} is a link-local address (169.254.0.0/16), not unique to one pod or service` };
     if (text === '255.255.255.255') return { ok: false, reason: `${text} is the broadcast address` };
     return { ok: true, address: text, family: 4 };
   }
@@ -48,6 +52,8 @@ export function parseIp(text: string): ParsedIp {
     if (g.length !== 8 || g.some((x) => !Number.isInteger(x))) return { ok: false, reason: `"${text}" is not a valid IP address` };
     if (g.every((x) => x === 0)) return { ok: false, reason: `${text} is the unspecified address` };
     if ((g[0] & 0xff00) === 0xff00) return { ok: false, reason: `${text} is a multicast address` };
+    if (g.slice(0, 7).every((x) => x === 0) && g[7] === 1) return { ok: false, reason: `${text} is the loopback address, not unique to one pod or service` };
+    if ((g[0] & 0xffc0) === 0xfe80) return { ok: false, reason: `${text} is a link-local address (fe80::/10), not unique to one pod or service` };
     if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
       const v4 = `${g[6] >> 8}.${g[6] & 0xff}.${g[7] >> 8}.${g[7] & 0xff}`;
       return { ok: false, reason: `${text} is an IPv4-mapped IPv6 address; write the IPv4 address ${v4} instead` };

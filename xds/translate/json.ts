@@ -1,0 +1,181 @@
+// Reading proto3 JSON defensively: the translator's inputs are config dumps and live resources that
+// another layer converted from bytes, and either may be garbage. Nothing here throws.
+//
+// proto3 JSON parsers accept both the lowerCamelCase JSON name and the original snake_case field
+// name, and real tools emit both (Envoy's admin /config_dump and istioctl write snake_case, the
+// protobuf JSON printers write lowerCamelCase; see the fixtures). Every field access therefore goes
+// through `field()`, which tries both spellings. Map keys and google.protobuf.Struct contents
+// (filter metadata, `services` maps) are user data and are never re-spelled.
+
+import { isIP } from 'node:net';
+import { AF_INET, AF_INET6, bytesToIp, ipToBytes } from '../../mesh-agent/model/ip';
+import type { Cidr } from '../../mesh-agent/model/types';
+
+export type Json = Record<string, unknown>;
+
+export function isObj(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const own = (o: Json, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+
+export function snakeCase(camel: string): string {
+  return camel.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
+}
+
+/** The key under which `name` (given in lowerCamelCase) is present in `o`, in either spelling. */
+export function keyOf(o: unknown, name: string): string | undefined {
+  if (!isObj(o)) return undefined;
+  if (own(o, name)) return name;
+  const s = snakeCase(name);
+  return s !== name && own(o, s) ? s : undefined;
+}
+
+/** A proto field in either JSON spelling; `undefined` when absent or when `o` is not an object. */
+export function field(o: unknown, name: string): unknown {
+  const k = keyOf(o, name);
+  return k === undefined ? undefined : (o as Json)[k];
+}
+
+export function has(o: unknown, name: string): boolean {
+  return keyOf(o, name) !== undefined;
+}
+
+export function obj(o: unknown, name: string): Json | undefined {
+  const v = field(o, name);
+  return isObj(v) ? v : undefined;
+}
+
+export function arr(o: unknown, name: string): unknown[] {
+  const v = field(o, name);
+  return Array.isArray(v) ? v : [];
+}
+
+export function str(o: unknown, name: string): string | undefined {
+  const v = field(o, name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function bool(o: unknown, name: string): boolean {
+  return field(o, name) === true;
+}
+
+/**
+ * An integer as proto3 JSON writes it: a number, or a decimal string (int64, and accepted for every
+ * integer type). Wrappers (UInt32Value) are bare values in proto3 JSON; `{value: n}` is accepted
+ * too because YAML renderings of dumps sometimes keep it.
+ */
+export function int(v: unknown): number | undefined {
+  if (isObj(v) && own(v, 'value')) v = v.value;
+  if (typeof v === 'number') return Number.isSafeInteger(v) ? v : undefined;
+  if (typeof v === 'string' && /^-?\d{1,16}$/.test(v)) return Number(v);
+  return undefined;
+}
+
+export function intField(o: unknown, name: string): number | undefined {
+  return int(field(o, name));
+}
+
+/** An enum as proto3 JSON writes it (its name), or as a number. */
+export function enumName(v: unknown, names: readonly string[]): string | undefined {
+  if (typeof v === 'string') return names.includes(v) ? v : undefined;
+  const n = int(v);
+  return n !== undefined && n >= 0 && n < names.length ? names[n] : undefined;
+}
+
+/** Strict base64 / base64url (proto3 JSON accepts both, padded or not). */
+export function decodeBytes(v: unknown): Buffer | undefined {
+  if (typeof v !== 'string') return undefined;
+  const s = v.replace(/\s+/g, '');
+  if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(s)) return undefined;
+  const body = s.replace(/=+$/, '');
+  if (body.length % 4 === 1) return undefined;
+  return Buffer.from(body.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+}
+
+/** Text of a 4- or 16-byte address (RFC 5952 for IPv6), or undefined for any other length. */
+export function ipFromBytes(b: Buffer): string | undefined {
+  if (b.length === 4) return bytesToIp(b, AF_INET);
+  if (b.length === 16) return bytesToIp(b, AF_INET6);
+  return undefined;
+}
+
+/**
+ * Canonical text of any literal address, unspecified and multicast included (prefixes such as
+ * 0.0.0.0/0 need them); undefined if `text` is not a literal IPv4/IPv6 address.
+ */
+export function canonicalAnyIp(text: string): string | undefined {
+  if (text.includes('%')) return undefined;
+  const fam = isIP(text);
+  if (fam === 4) return text;
+  if (fam === 6) return bytesToIp(ipToBytes(text), AF_INET6);
+  return undefined;
+}
+
+/** A prefix with host bits cleared and canonical text; undefined if invalid. */
+export function makeCidr(address: string, prefixLen: number): Cidr | undefined {
+  const canon = canonicalAnyIp(address);
+  if (canon === undefined) return undefined;
+  const fam = isIP(canon);
+  const bits = fam === 4 ? 32 : 128;
+  if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > bits) return undefined;
+  const b = ipToBytes(canon);
+  for (let i = 0; i < bits / 8; i++) {
+    const keep = Math.max(0, Math.min(8, prefixLen - i * 8));
+    b[i] &= (0xff << (8 - keep)) & 0xff;
+  }
+  return { address: bytesToIp(b, fam === 4 ? AF_INET : AF_INET6), prefixLen };
+}
+
+export function hostBits(ip: string): number {
+  return isIP(ip) === 6 ? 128 : 32;
+}
+
+/** RFC 1123 host name (what an Envoy socket address may hold instead of an IP for DNS clusters). */
+export function isHostname(s: string): boolean {
+  if (s.length === 0 || s.length > 253) return false;
+  return s
+    .replace(/\.$/, '')
+    .split('.')
+    .every((l) => /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l));
+}
+
+/** `type.googleapis.com/a.b.C` → `a.b.C`. */
+export function shortType(t: unknown): string | undefined {
+  if (typeof t !== 'string') return undefined;
+  const i = t.lastIndexOf('/');
+  return i >= 0 ? t.slice(i + 1) : t;
+}
+
+const TYPED_STRUCTS = new Set(['udpa.type.v1.TypedStruct', 'xds.type.v3.TypedStruct']);
+
+/**
+ * The type and content of an Any-typed config (`typedConfig`), looking through TypedStruct (which
+ * carries a config as a Struct, with its real type in `typeUrl`).
+ */
+export function typedConfig(filter: unknown): { type?: string; value: Json } | undefined {
+  const tc = field(filter, 'typedConfig') ?? field(filter, 'config');
+  if (!isObj(tc)) return undefined;
+  const t = shortType(tc['@type']);
+  if (t !== undefined && TYPED_STRUCTS.has(t)) {
+    return { type: shortType(field(tc, 'typeUrl')), value: obj(tc, 'value') ?? {} };
+  }
+  return { type: t, value: tc };
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Stable JSON for comparing plain data (object keys sorted). */
+export function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (isObj(v)) {
+    return `{${Object.keys(v)
+      .sort()
+      .filter((k) => v[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${stableJson(v[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
