@@ -38,21 +38,29 @@ static __always_inline int sm_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
  */
 static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, struct sm_backend *out)
 {
-	struct sm_svc_value *svc, v;
+	struct sm_svc_value *svc;
 	struct sm_backend *be;
 	struct sm_slot_key sk;
+	__u32 count, match;
 
 	svc = bpf_map_lookup_elem(&sm_services, key);
 	if (!svc)
 		return SM_XLATE_NOT_SERVICE;
-	/* Copy once: every later read comes from this one generation. */
-	v = *svc;
-	if (v.slot_count == 0)
+	/* One consistent copy of this generation; every later read uses it. */
+	bpf_spin_lock(&svc->lock);
+	sk.svc_id = svc->svc_id;
+	sk.gen = svc->gen;
+	count = svc->slot_count;
+	match = svc->vip[0] == key->addr[0] && svc->vip[1] == key->addr[1] && svc->vip[2] == key->addr[2] &&
+		svc->vip[3] == key->addr[3] && svc->vip_port == key->port && svc->vip_proto == key->proto &&
+		svc->vip_family == key->family;
+	bpf_spin_unlock(&svc->lock);
+	if (!match)
+		return SM_XLATE_NOT_SERVICE; /* the service was deleted under us */
+	if (count == 0)
 		return SM_XLATE_NO_BACKEND;
 
-	sk.svc_id = v.svc_id;
-	sk.gen = v.gen;
-	sk.slot = bpf_get_prandom_u32() % v.slot_count;
+	sk.slot = bpf_get_prandom_u32() % count;
 	be = bpf_map_lookup_elem(&sm_backends, &sk);
 	if (!be)
 		return SM_XLATE_ERROR;

@@ -15,11 +15,10 @@
 #include "sockmesh_types.h"
 
 /*
- * Service tables. Note (kernel >= 6.1): hash elements come from bpf_mem_alloc, which may hand a
- * freed element to the next update on the same CPU without waiting for readers, so a program
- * preempted between lookup and copy could in theory read a recycled element. sm_lb_xlate() copies
- * the value at once and the agent never frees elements of a service in the middle of switching
- * another one; see "Known limits" in README.md for what remains.
+ * Service tables. Hash elements (kernel >= 6.1: bpf_mem_alloc) can be recycled for another entry
+ * as soon as they are freed, without waiting for readers; so sm_services values are updated in
+ * place (struct sm_svc_value) and carry their key, and sm_backends slots of a generation are only
+ * deleted after an RCU grace period (sm_rcu_sync) when no reader can still use them.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -13,6 +13,7 @@
 #define SOCKMESH_TYPES_H
 
 #include <linux/types.h>
+#include <linux/bpf.h> /* struct bpf_spin_lock */
 
 #define SM_AF_INET 2   /* AF_INET */
 #define SM_AF_INET6 10 /* AF_INET6 */
@@ -34,11 +35,22 @@ struct sm_svc_key {
 /* Service flags (sm_svc_value.flags). */
 #define SM_SVC_F_NONE 0u
 
+/*
+ * Updated in place under `lock` (BPF_F_LOCK from the agent, bpf_spin_lock in the programs), so a
+ * reader never sees a torn value and a switch never frees the element a reader holds. The VIP key
+ * is repeated in the value: a reader that raced with the DELETE of its service (whose element may
+ * be recycled at once for another service, kernel >= 6.1 bpf_mem_alloc) notices the mismatch.
+ */
 struct sm_svc_value {
+	struct bpf_spin_lock lock;
 	__u32 svc_id;     /* stable id, allocated by the agent, also the slot-key prefix */
 	__u32 gen;        /* generation of the backend slots currently in force */
 	__u32 slot_count; /* 0: the service has no usable backend -> the connect fails */
 	__u32 flags;      /* SM_SVC_F_* */
+	__be32 vip[4];    /* = the key, see above */
+	__be16 vip_port;
+	__u8 vip_proto;
+	__u8 vip_family;
 };
 
 /*

@@ -147,18 +147,40 @@ export interface SvcValue {
   gen: number;
   slotCount: number;
   flags: number;
+  /** The service's own key, repeated in the value (see the struct's comment). */
+  key: SvcKey;
 }
 export const svcValue = codec<SvcValue>(
   'sm_svc_value',
-  16,
+  40,
   [
+    ['lock', 'pad', 4], // struct bpf_spin_lock: owned by the kernel, ignored in BPF_F_LOCK updates
     ['svc_id', 'u32'],
     ['gen', 'u32'],
     ['slot_count', 'u32'],
     ['flags', 'u32'],
+    ['vip', 'be32x4'],
+    ['vip_port', 'be16'],
+    ['vip_proto', 'u8'],
+    ['vip_family', 'u8'],
   ],
-  (v) => ({ svc_id: v.svcId, gen: v.gen, slot_count: v.slotCount, flags: v.flags }),
-  (r) => ({ svcId: r.svc_id as number, gen: r.gen as number, slotCount: r.slot_count as number, flags: r.flags as number }),
+  (v) => ({
+    svc_id: v.svcId,
+    gen: v.gen,
+    slot_count: v.slotCount,
+    flags: v.flags,
+    vip: ipToBytes(v.key.ip),
+    vip_port: v.key.port,
+    vip_proto: v.key.proto,
+    vip_family: familyOf(v.key.ip),
+  }),
+  (r) => ({
+    svcId: r.svc_id as number,
+    gen: r.gen as number,
+    slotCount: r.slot_count as number,
+    flags: r.flags as number,
+    key: { ip: bytesToIp(r.vip as Buffer, r.vip_family as number), port: r.vip_port as number, proto: r.vip_proto as number },
+  }),
 );
 
 // --- struct sm_slot_key --------------------------------------------------------------------

@@ -304,13 +304,14 @@ export class Reconciler {
       this.slotEntries += d.slots.length;
       report.slotsWritten += d.slots.length;
       if (!cur) svcCount++;
-      switched.push({ k, d, value: { svcId, gen, slotCount: d.slots.length, flags: d.flags }, old: cur });
+      switched.push({ k, d, value: { svcId, gen, slotCount: d.slots.length, flags: d.flags, key: d.key }, old: cur });
     }
 
     // 3. Switch each service to its new generation in one update.
     for (const s of switched) {
       try {
-        this.svc.set(s.d.key, s.value);
+        // In place under the value's spin lock: readers copy it under the same lock.
+        this.svc.set(s.d.key, s.value, bpf.consts.BPF_ANY | bpf.consts.BPF_F_LOCK);
       } catch (e) {
         this.slotEntries -= this.safeDeleteSlots(s.value.svcId, s.value.gen, s.value.slotCount, report);
         report.slotsWritten -= s.value.slotCount;

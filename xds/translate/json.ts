@@ -131,13 +131,15 @@ export function hostBits(ip: string): number {
   return isIP(ip) === 6 ? 128 : 32;
 }
 
-/** RFC 1123 host name (what an Envoy socket address may hold instead of an IP for DNS clusters). */
+/**
+ * RFC 1123 host name (what an Envoy socket address may hold instead of an IP for DNS clusters).
+ * An all-numeric last label is refused (RFC 3696 §2), so `10.0.0.999` is a broken address, not a name.
+ */
 export function isHostname(s: string): boolean {
   if (s.length === 0 || s.length > 253) return false;
-  return s
-    .replace(/\.$/, '')
-    .split('.')
-    .every((l) => /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l));
+  const labels = s.replace(/\.$/, '').split('.');
+  if (/^\d+$/.test(labels[labels.length - 1])) return false;
+  return labels.every((l) => /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l));
 }
 
 /** `type.googleapis.com/a.b.C` → `a.b.C`. */
