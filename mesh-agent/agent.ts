@@ -6,14 +6,16 @@
 // config stays in force.
 import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
-import { ConfigFileSource, type LoadedConfig } from './config';
+import { FileSource, ModelSource, SourceSnapshot } from './sources/source';
 import { Datapath, DatapathSettings, DEFAULT_BPFFS_DIR } from './datapath/datapath';
 import { ApplyReport, desiredState, Reconciler } from './datapath/reconciler';
 import { acquireAgentLock } from './lock';
 import { createLogger, Logger } from './log';
 
 export interface AgentOptions extends DatapathSettings {
-  configPath: string;
+  /** Where the model comes from; `configPath` is shorthand for a FileSource. */
+  source?: ModelSource;
+  configPath?: string;
   /** This node's name; default: the config file's `node`, else the hostname. */
   nodeName?: string;
   maxSlots?: number;
@@ -31,7 +33,7 @@ export interface AgentEvents {
 
 export class Agent extends EventEmitter<AgentEvents> {
   private readonly log: Logger;
-  private source?: ConfigFileSource;
+  private source?: ModelSource;
   private dp?: Datapath;
   private reconciler?: Reconciler;
   private nodeName = '';
@@ -47,8 +49,9 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Validate config, take the agent lock, install or adopt the datapath, apply the config. */
   async start(): Promise<ApplyReport> {
-    this.source = new ConfigFileSource(this.opts.configPath);
-    const initial = this.source.start(); // throws ConfigError before anything is touched
+    if (!this.opts.source && !this.opts.configPath) throw new Error('agent: a source or a configPath is required');
+    this.source = this.opts.source ?? new FileSource(this.opts.configPath!);
+    const initial = await this.source.start(); // rejects on invalid input before anything is touched
     let report: ApplyReport;
     try {
       this.releaseLock = await acquireAgentLock(this.opts.bpffsDir ?? DEFAULT_BPFFS_DIR);
@@ -66,17 +69,17 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     this.source.on('update', (cfg) => this.applyConfig(cfg));
     this.source.on('invalid', (err) => {
-      this.log.error('config reload rejected; keeping the last good config', {
-        code: err.code,
-        file: this.opts.configPath,
-        errors: err.errors,
+      this.log.error('config rejected; keeping the last good config', {
+        code: (err as { code?: string }).code,
+        source: this.source?.description,
+        errors: (err as { errors?: unknown }).errors ?? err.message,
       });
       this.emit('invalid', err);
     });
     return report;
   }
 
-  private applyConfig(cfg: LoadedConfig): ApplyReport {
+  private applyConfig(cfg: SourceSnapshot): ApplyReport {
     clearTimeout(this.retryTimer);
     this.nodeName = this.opts.nodeName ?? cfg.nodeName ?? os.hostname();
     const report = this.reconciler!.apply(desiredState(cfg.model, this.nodeName, this.opts.maxSlots));
