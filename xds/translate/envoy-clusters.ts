@@ -130,12 +130,22 @@ export function backendsOfCla(cla: unknown, label: string, w: Warnings): Backend
       });
     });
   });
-  const max = Math.max(0, ...out.map((b) => b.weight));
-  if (max > MAX_WEIGHT) {
-    for (const b of out) b.weight = Math.max(1, Math.round((b.weight * MAX_WEIGHT) / max));
-    w.add(label, `weights up to ${max} scaled down proportionally to the datapath's limit of ${MAX_WEIGHT}`);
+  // Weights are relative: divide by their GCD first (exact), scale only if that is not enough.
+  if (Math.max(0, ...out.map((b) => b.weight)) > MAX_WEIGHT) {
+    const g = out.reduce((a, b) => gcdInt(a, b.weight), 0) || 1;
+    for (const b of out) b.weight /= g;
+    const max = Math.max(...out.map((b) => b.weight));
+    if (max > MAX_WEIGHT) {
+      for (const b of out) b.weight = Math.max(1, Math.round((b.weight * MAX_WEIGHT) / max));
+      w.add(label, `weights up to ${max * g} scaled down proportionally to the datapath's limit of ${MAX_WEIGHT} (approximate)`);
+    }
   }
   return out;
+}
+
+function gcdInt(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
 }
 
 export interface ServiceIdentity {

@@ -19,8 +19,16 @@ export function isObj(v: unknown): v is Json {
 
 const own = (o: Json, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 
+const snakeCache = new Map<string, string>();
+
+/** `lbEndpoints` → `lb_endpoints` (memoised: field names are few and looked up constantly). */
 export function snakeCase(camel: string): string {
-  return camel.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
+  let s = snakeCache.get(camel);
+  if (s === undefined) {
+    s = camel.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
+    if (snakeCache.size < 10_000) snakeCache.set(camel, s);
+  }
+  return s;
 }
 
 /** The key under which `name` (given in lowerCamelCase) is present in `o`, in either spelling. */

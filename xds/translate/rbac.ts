@@ -114,17 +114,15 @@ function literal(re: string): string | undefined {
   return out;
 }
 
-/**
- * The safe_regex shapes istiod writes for principals and namespaces
- * (pilot/pkg/security/authz/model/generator.go), mapped back to what they mean:
- *   `.+`                → principal present
- *   `spiffe://.*SUFFIX` → principal ends with SUFFIX      (principals: ["*SUFFIX"])
- *   `spiffe://PREFIX.*` → principal starts with spiffe://PREFIX
- *   `.*/ns/NS/.*`       → namespace = NS                   (namespaces: ["NS"])
- *   `.*/ns/.*SUF/.*`, `.*/ns/PRE.*/.*`, `.*/ns/.*/.*` → namespace ends with / starts with / present
- * For a SPIFFE id spiffe://TD/ns/NS/sa/SA (no "/" in TD, NS or SA) these are equivalent.
- * Anything else → undefined (L7).
- */
+// The safe_regex shapes istiod writes for principals and namespaces
+// (pilot/pkg/security/authz/model/generator.go), mapped back to what they mean:
+//   `.+`                → principal present
+//   `spiffe://.*SUFFIX` → principal ends with SUFFIX      (principals: ["*SUFFIX"])
+//   `spiffe://PREFIX.*` → principal starts with spiffe://PREFIX
+//   `.*/ns/NS/.*`       → namespace = NS                   (namespaces: ["NS"])
+//   `.*/ns/.*SUF/.*`, `.*/ns/PRE.*/.*`, `.*/ns/.*/.*` → namespace ends with / starts with / present
+// For a SPIFFE id spiffe://TD/ns/NS/sa/SA (no "/" in TD, NS or SA) these are equivalent.
+// Anything else → undefined (L7).
 export function regexToExpr(re: string): L4Expr | undefined {
   if (re === '.+' || re === '.*') return { principal: { presence: true } };
   let m = /^spiffe:\/\/\.\*(.+)$/.exec(re);

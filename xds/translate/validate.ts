@@ -153,7 +153,7 @@ function cla(path: string, o: Json): void {
       if (!endpoint) {
         if (optStr(ep, e, 'endpointName') === undefined) fail(ep, 'has neither endpoint nor endpointName');
       } else {
-        address(at(ep, e, 'endpoint') + '.' + (keyOf(endpoint, 'address') ?? 'address'), reqObj(at(ep, e, 'endpoint'), endpoint, 'address'), true);
+        address(at(at(ep, e, 'endpoint'), endpoint, 'address'), reqObj(at(ep, e, 'endpoint'), endpoint, 'address'), true);
         optStr(at(ep, e, 'endpoint'), endpoint, 'hostname');
       }
       optEnum(ep, e, 'healthStatus', HEALTH_STATUSES);
@@ -255,6 +255,8 @@ function filter(path: string, f: unknown): void {
   const tc = optObj(path, o, 'typedConfig');
   if (!tc) return;
   const tp = at(path, o, 'typedConfig');
+  // An Any in proto3 JSON carries its type; without it the config cannot be interpreted.
+  if (typeof tc['@type'] !== 'string' || tc['@type'] === '') fail(tp, 'has no "@type"');
   const t = shortType(tc['@type']);
   if (t !== undefined && RBAC_TYPES.has(t)) {
     const r = validateRbacConfig(tc, tp);
