@@ -6,6 +6,7 @@ import { Datapath, DEFAULT_BPFFS_DIR, MapName, SIZABLE_MAPS } from '../datapath/
 import { SockmeshError } from '../errors';
 import { createLogger } from '../log';
 import { formatStatus, readStatus } from './status';
+import { runTranslateCli } from '../../xds/translate';
 
 const USAGE = `usage: sockmesh <command> [options]
 
@@ -18,6 +19,9 @@ commands:
         validate a config file (exit 1 with FILE:LINE:COL: PATH: REASON lines if invalid)
   datapath remove [--bpffs DIR]
         detach every program and delete the pins (the only way the datapath goes away)
+  xds translate FILE [--json]
+        an Envoy admin config dump or a list of ambient resources -> the sockmesh model, with
+        warnings naming what was skipped and why
 
 defaults: --bpffs ${DEFAULT_BPFFS_DIR}
 `;
@@ -110,6 +114,11 @@ export async function main(argv: string[]): Promise<void> {
         const { values } = parseArgs({ args: rest.slice(1), options: { bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR } } });
         const r = Datapath.remove(values.bpffs);
         process.stdout.write(`removed datapath at ${values.bpffs}; detached: ${r.detached.join(', ') || 'nothing'}\n`);
+        return;
+      }
+      case 'xds': {
+        if (rest[0] !== 'translate') fail(USAGE);
+        process.exitCode = runTranslateCli(rest.slice(1));
         return;
       }
       case undefined:
