@@ -7,6 +7,7 @@ import { SockmeshError } from '../errors';
 import { createLogger } from '../log';
 import { formatStatus, readStatus } from './status';
 import { runTranslateCli } from '../../xds/translate';
+import { runControlPlaneCli } from '../../xds/server/control-plane';
 
 const USAGE = `usage: sockmesh <command> [options]
 
@@ -19,6 +20,10 @@ commands:
         validate a config file (exit 1 with FILE:LINE:COL: PATH: REASON lines if invalid)
   datapath remove [--bpffs DIR]
         detach every program and delete the pins (the only way the datapath goes away)
+  control-plane --config FILE [--listen ADDR]
+        a local xDS control plane: serves FILE (the agent's format, plus raw resources under xds:)
+        as Envoy (CDS/EDS/LDS/RDS) and Istio ambient (Address, Authorization) resources, State of
+        the World and Delta, and pushes changes when FILE changes
   xds translate FILE [--json]
         an Envoy admin config dump or a list of ambient resources -> the sockmesh model, with
         warnings naming what was skipped and why
@@ -116,6 +121,9 @@ export async function main(argv: string[]): Promise<void> {
         process.stdout.write(`removed datapath at ${values.bpffs}; detached: ${r.detached.join(', ') || 'nothing'}\n`);
         return;
       }
+      case 'control-plane':
+        await runControlPlaneCli(rest);
+        return;
       case 'xds': {
         if (rest[0] !== 'translate') fail(USAGE);
         process.exitCode = runTranslateCli(rest.slice(1));

@@ -15,6 +15,9 @@
 // "resource does not exist" warning naming it), and likewise LDS and its routes. The ambient
 // types (WDS Address, Authorization) are independent and show up at once.
 //
+// Wildcard subscriptions are sent as an explicit `*` (not the legacy empty list), in both modes,
+// so that unwatching a wildcard is expressible: an empty SotW list then means "nothing".
+//
 // While disconnected, everything held stays in force; reconnects use full-jitter exponential
 // backoff, reset once a stream has lived resetAfterMs and received a response. A Delta client
 // re-subscribes with initial_resource_versions so the server sends only what changed meanwhile.
@@ -38,8 +41,8 @@ import {
   type DiscoveryResponseMsg,
 } from '../proto/ads';
 import { XdsError } from '../proto/errors';
-import { decodeMessage, fromProto3Json, toProto3Json } from '../proto/json';
-import { FULL_STATE_TYPES, SHORT_NAME, WILDCARD_TYPES, isTypeUrl, resourceName } from '../proto/resource-types';
+import { decodeMessage, fromProto3Json, toProto3Json, unknownFields } from '../proto/json';
+import { FULL_STATE_TYPES, SHORT_NAME, isTypeUrl, resourceName } from '../proto/resource-types';
 import { Backoff } from './backoff';
 import { edsNameOfCluster, rdsNamesOfListener } from './dependencies';
 import { nodeToJson, type NodeIdentity } from './node-id';
@@ -188,12 +191,14 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   private stream: grpc.ClientDuplexStream<unknown, unknown> | undefined;
   private streamStartedAt = 0;
   private streamGotResponse = false;
+  private failuresInARow = 0;
   private nodeSent = false;
   private connected = false;
   private started = false;
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private snapshotSeq = 0;
+  private lastSnap: XdsSnapshot | undefined;
   /** Envoy resources as of the last consistent point (what 'snapshot' reports for them). */
   private consistentEnvoy: Map<TypeUrl, Held[]> = new Map();
 
@@ -273,6 +278,11 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       };
     }
     return out;
+  }
+
+  /** The last 'snapshot' event's payload, if one was emitted. */
+  lastSnapshot(): XdsSnapshot | undefined {
+    return this.lastSnap;
   }
 
   isConnected(): boolean {
@@ -371,6 +381,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   private markConnected(): void {
     if (this.connected) return;
     this.connected = true;
+    this.failuresInARow = 0;
     this.log.info('xds: connected', { server: this.opts.server, mode: this.mode });
     this.emit('connected', { server: this.opts.server });
   }
@@ -387,7 +398,10 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       this.log.warn('xds: disconnected; the last good config stays in force', { server: this.opts.server, reason });
       this.emit('disconnected', { reason, code: s.code });
     } else {
-      this.log.debug('xds: connection attempt failed', { server: this.opts.server, reason });
+      // Loud on the first failure in a row and every tenth after, quiet in between.
+      this.failuresInARow++;
+      const level = this.failuresInARow === 1 || this.failuresInARow % 10 === 0 ? 'warn' : 'debug';
+      this.log[level]('xds: cannot reach the xDS server; retrying', { server: this.opts.server, reason, attempts: this.failuresInARow });
     }
     if (lived >= this.resetAfterMs && this.streamGotResponse) this.backoff.reset();
     this.scheduleReconnect();
@@ -446,36 +460,16 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     return { wildcard: st.userWildcard, names };
   }
 
-  private wants(st: TypeState, d: { wildcard: boolean; names: Set<string> }, name: string): boolean {
+  private wants(d: { wildcard: boolean; names: Set<string> }, name: string): boolean {
     return d.wildcard || d.names.has(name);
   }
 
   /** Drops held resources no longer subscribed, tells the server, re-evaluates the snapshot. */
   private subscriptionChanged(typeUrl: TypeUrl): void {
-    const st = this.st(typeUrl);
-    const d = this.desired(st);
-    const removed: string[] = [];
-    for (const name of [...st.resources.keys()]) {
-      if (!this.wants(st, d, name)) {
-        st.resources.delete(name);
-        removed.push(name);
-      }
-    }
-    for (const name of [...st.missing]) if (!d.names.has(name)) st.missing.delete(name);
-    for (const [name, t] of st.timers) {
-      if (!d.names.has(name)) {
-        clearTimeout(t);
-        st.timers.delete(name);
-      }
-    }
-    if (!d.wildcard && !d.names.size) st.received = false;
+    const removed = this.dropUnwanted(typeUrl);
     this.sendSubscription(typeUrl);
-    if (removed.length) {
-      this.emit('update', { typeUrl, added: [], updated: [], removed });
-      this.afterChange(typeUrl);
-    } else {
-      this.maybeEmitSnapshot(false);
-    }
+    if (removed.length) this.emit('update', { typeUrl, added: [], updated: [], removed });
+    this.maybeEmitSnapshot();
   }
 
   /** Sends what the stream must know about the subscription of a type (nothing if unchanged). */
@@ -490,16 +484,16 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     if (this.mode === 'sotw') {
       this.write({
         version_info: st.lastAckVersion,
-        resource_names: d.wildcard ? (nameList.length ? ['*', ...nameList] : []) : nameList,
+        resource_names: d.wildcard ? ['*', ...nameList] : nameList,
         type_url: typeUrl,
         response_nonce: st.lastNonce,
       });
     } else if (!st.sent) {
       const initial: Record<string, string> = {};
-      for (const r of st.resources.values()) if (this.wants(st, d, r.name)) initial[r.name] = r.version;
+      for (const r of st.resources.values()) if (this.wants(d, r.name)) initial[r.name] = r.version;
       this.write({
         type_url: typeUrl,
-        resource_names_subscribe: d.wildcard ? (nameList.length ? ['*', ...nameList] : []) : nameList,
+        resource_names_subscribe: d.wildcard ? ['*', ...nameList] : nameList,
         initial_resource_versions: initial,
       });
     } else {
@@ -525,7 +519,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
           st.missing.add(name);
           this.log.warn('xds: resource does not exist', { type: SHORT_NAME[st.typeUrl], name, waitedMs: this.resourceTimeoutMs });
           this.emit('missing', { typeUrl: st.typeUrl, name });
-          this.maybeEmitSnapshot(false);
+          this.maybeEmitSnapshot();
         }, this.resourceTimeoutMs),
       );
     }
@@ -535,7 +529,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
         if (st.received) return;
         st.typeTimedOut = true;
         this.log.warn('xds: no response for a subscribed type', { type: SHORT_NAME[st.typeUrl], waitedMs: this.resourceTimeoutMs });
-        this.maybeEmitSnapshot(false);
+        this.maybeEmitSnapshot();
       }, this.resourceTimeoutMs);
     }
   }
@@ -544,7 +538,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   // Responses
 
   /** Decodes and checks one resource; returns an error reason or the candidate. */
-  private check(typeUrl: TypeUrl, any: AnyMsg | null | undefined, nameHint: string | undefined, version: string, where: string):
+  private check(typeUrl: TypeUrl, any: AnyMsg | null | undefined, nameHint: string | undefined, version: string, where: string, heldByHash: Map<string, Held>):
     | { ok: true; c: Candidate }
     | { ok: false; name: string; reason: string } {
     if (!any || !any.type_url) return { ok: false, name: nameHint ?? where, reason: 'resource is empty' };
@@ -554,10 +548,9 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     const value = any.value ?? new Uint8Array(0);
     const hash = hashOf(any.type_url, value);
     const st = this.st(typeUrl);
-    if (nameHint) {
-      const held = st.resources.get(nameHint);
-      if (held && held.hash === hash) return { ok: true, c: { name: nameHint, json: held.json, hash, version } };
-    }
+    // Unchanged bytes: no decode, no validation, no update (SotW re-sends every resource).
+    const same = nameHint ? st.resources.get(nameHint) : heldByHash.get(hash);
+    if (same && same.hash === hash) return { ok: true, c: { name: same.name, json: same.json, hash, version } };
     let json: Json;
     try {
       json = toProto3Json(typeUrl, value);
@@ -566,6 +559,20 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     }
     const name = nameHint ?? resourceName(typeUrl, json);
     if (!name) return { ok: false, name: where, reason: 'resource has no name' };
+    if (typeUrl === TYPE.AUTHORIZATION) {
+      // A policy field this build does not know would be dropped by the decoder, silently widening
+      // or narrowing the policy: refuse the resource instead (fail closed).
+      const unknown = unknownFields(typeUrl, value);
+      if (unknown.length) {
+        return {
+          ok: false,
+          name,
+          reason:
+            `carries fields this sockmesh build does not know (${unknown.join(', ')}), e.g. service-account ` +
+            `matches or dry-run of a newer Istio; refused rather than enforced without them`,
+        };
+      }
+    }
     const held = st.resources.get(name);
     if (held && held.hash === hash) return { ok: true, c: { name, json: held.json, hash, version } };
     if (this.opts.validate) {
@@ -592,6 +599,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     const version = res.version_info ?? '';
     const errors: Array<{ name: string; reason: string }> = [];
     const accepted = new Map<string, Candidate>();
+    const heldByHash = new Map([...st.resources.values()].map((r) => [r.hash, r]));
     (res.resources ?? []).forEach((any, i) => {
       let inner: AnyMsg | null | undefined = any;
       let hint: string | undefined;
@@ -605,7 +613,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
           return;
         }
       }
-      const r = this.check(typeUrl, inner, hint, version, `resources[${i}]`);
+      const r = this.check(typeUrl, inner, hint, version, `resources[${i}]`, heldByHash);
       if (!r.ok) errors.push({ name: r.name, reason: r.reason });
       else if (accepted.has(r.c.name)) errors.push({ name: r.c.name, reason: 'duplicate resource name in one response' });
       else accepted.set(r.c.name, r.c);
@@ -626,11 +634,11 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     const update = this.apply(st, [...accepted.values()], removed);
     st.lastAckVersion = version;
     st.received = true;
-    this.afterAccept(st, update);
+    const derived = this.afterAccept(st, update);
     // ACK after any EDS/RDS subscription the update caused went out (make-before-break).
     this.write({ version_info: version, resource_names: this.sotwNames(this.desired(st)), type_url: typeUrl, response_nonce: nonce });
     this.emit('ack', { typeUrl, nonce, version });
-    this.finishAccept(typeUrl, update);
+    this.finishAccept(typeUrl, update, derived);
   }
 
   private onDeltaResponse(res: DeltaDiscoveryResponseMsg): void {
@@ -645,13 +653,14 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     const version = res.system_version_info ?? '';
     const errors: Array<{ name: string; reason: string }> = [];
     const accepted = new Map<string, Candidate>();
+    const heldByHash = new Map([...st.resources.values()].map((r) => [r.hash, r]));
     (res.resources ?? []).forEach((r, i) => {
       if (!r.resource) return; // a TTL heartbeat: nothing to update
       if (!r.name) {
         errors.push({ name: `resources[${i}]`, reason: 'resource has no name' });
         return;
       }
-      const c = this.check(typeUrl, r.resource, r.name, r.version ?? '', `resources[${i}]`);
+      const c = this.check(typeUrl, r.resource, r.name, r.version ?? '', `resources[${i}]`, heldByHash);
       if (!c.ok) errors.push({ name: c.name, reason: c.reason });
       else if (accepted.has(c.c.name)) errors.push({ name: c.c.name, reason: 'duplicate resource name in one response' });
       else accepted.set(c.c.name, c.c);
@@ -665,15 +674,15 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     const update = this.apply(st, [...accepted.values()], removed);
     st.lastAckVersion = version;
     st.received = true;
-    this.afterAccept(st, update);
+    const derived = this.afterAccept(st, update);
     this.write({ type_url: typeUrl, response_nonce: nonce });
     this.emit('ack', { typeUrl, nonce, version });
-    this.finishAccept(typeUrl, update);
+    this.finishAccept(typeUrl, update, derived);
   }
 
   private sotwNames(d: { wildcard: boolean; names: Set<string> }): string[] {
     const names = [...d.names].sort();
-    return d.wildcard ? (names.length ? ['*', ...names] : []) : names;
+    return d.wildcard ? ['*', ...names] : names;
   }
 
   private nack(typeUrl: TypeUrl, nonce: string, version: string, errors: Array<{ name: string; reason: string }>): XdsNack {
@@ -694,7 +703,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     const update: XdsUpdate = { typeUrl: st.typeUrl, added: [], updated: [], removed: [] };
     const d = this.desired(st);
     for (const c of cands) {
-      if (!this.wants(st, d, c.name)) continue; // not (or no longer) subscribed
+      if (!this.wants(d, c.name)) continue; // not (or no longer) subscribed
       const held = st.resources.get(c.name);
       if (held && held.hash === c.hash) continue;
       const r: Held = { typeUrl: st.typeUrl, name: c.name, version: c.version, json: c.json, hash: c.hash };
@@ -711,24 +720,30 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     return update;
   }
 
-  /** After an accepted CDS/LDS response: follow its EDS/RDS names (subscribe before the ACK). */
-  private afterAccept(st: TypeState, update: XdsUpdate): void {
+  /**
+   * After an accepted CDS/LDS response: follow its EDS/RDS names, subscribing before the ACK
+   * goes out. Returns the EDS/RDS removals this caused, to be announced after the CDS/LDS update.
+   */
+  private afterAccept(st: TypeState, update: XdsUpdate): XdsUpdate[] {
     if (st.typeTimer) {
       clearTimeout(st.typeTimer);
       st.typeTimer = undefined;
     }
-    if (!update.added.length && !update.updated.length && !update.removed.length) return;
-    if (st.typeUrl === TYPE.CLUSTER) this.subscriptionChangedQuiet(TYPE.ENDPOINT);
-    if (st.typeUrl === TYPE.LISTENER) this.subscriptionChangedQuiet(TYPE.ROUTE);
+    if (!update.added.length && !update.updated.length && !update.removed.length) return [];
+    const child = st.typeUrl === TYPE.CLUSTER ? TYPE.ENDPOINT : st.typeUrl === TYPE.LISTENER ? TYPE.ROUTE : undefined;
+    if (!child) return [];
+    const removed = this.dropUnwanted(child);
+    this.sendSubscription(child);
+    return removed.length ? [{ typeUrl: child, added: [], updated: [], removed }] : [];
   }
 
-  /** subscriptionChanged without the snapshot evaluation (done once the triggering response is applied). */
-  private subscriptionChangedQuiet(typeUrl: TypeUrl): void {
+  /** Removes held resources of a type that are no longer subscribed, with their timers. */
+  private dropUnwanted(typeUrl: TypeUrl): string[] {
     const st = this.st(typeUrl);
     const d = this.desired(st);
     const removed: string[] = [];
     for (const name of [...st.resources.keys()]) {
-      if (!this.wants(st, d, name)) {
+      if (!this.wants(d, name)) {
         st.resources.delete(name);
         removed.push(name);
       }
@@ -740,13 +755,12 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
         st.timers.delete(name);
       }
     }
-    this.sendSubscription(typeUrl);
-    if (removed.length) this.emit('update', { typeUrl, added: [], updated: [], removed });
+    if (!d.wildcard && !d.names.size) st.received = false;
+    return removed;
   }
 
-  private finishAccept(typeUrl: TypeUrl, update: XdsUpdate): void {
-    const changed = update.added.length + update.updated.length + update.removed.length > 0;
-    if (changed) {
+  private finishAccept(typeUrl: TypeUrl, update: XdsUpdate, derived: XdsUpdate[]): void {
+    if (update.added.length + update.updated.length + update.removed.length > 0) {
       this.log.info('xds: update', {
         type: SHORT_NAME[typeUrl],
         added: update.added.length,
@@ -756,11 +770,8 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       });
       this.emit('update', update);
     }
-    this.afterChange(typeUrl, changed);
-  }
-
-  private afterChange(_typeUrl: TypeUrl, changed = true): void {
-    this.maybeEmitSnapshot(changed);
+    for (const u of derived) this.emit('update', u);
+    this.maybeEmitSnapshot();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -795,37 +806,45 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   }
 
   private lastEnvoyKey = '';
-  private lastAmbientKey = '';
+  private lastAmbientKey = '0:|0:'; // both ambient types empty and not arrived
 
-  private maybeEmitSnapshot(changed: boolean): void {
+  /**
+   * Emits 'snapshot' when the consistent Envoy view or the ambient view moved. Nothing is emitted
+   * before the first subscribed type has arrived.
+   */
+  private maybeEmitSnapshot(): void {
     if (this.closed) return;
-    let envoyMoved = false;
+    if (![...this.types.values()].some((st) => this.active(st) && this.arrived(st))) return;
+    const keyOf = (t: TypeUrl) => {
+      const st = this.st(t);
+      return `${this.arrived(st) ? 1 : 0}:` + [...st.resources.values()].map((r) => `${r.name}@${r.hash}`).sort().join(',');
+    };
+    let moved = false;
     if (this.envoyConsistent()) {
-      const key = ENVOY_TYPES.map((t) => [...this.st(t).resources.values()].map((r) => `${r.name}@${r.hash}`).sort().join(',')).join('|');
-      const readyKey = key + '#' + ENVOY_TYPES.map((t) => (this.arrived(this.st(t)) ? 1 : 0)).join('');
-      if (readyKey !== this.lastEnvoyKey) {
-        this.lastEnvoyKey = readyKey;
+      const key = ENVOY_TYPES.map(keyOf).join('|');
+      if (key !== this.lastEnvoyKey) {
+        this.lastEnvoyKey = key;
         this.consistentEnvoy = new Map(ENVOY_TYPES.map((t) => [t, [...this.st(t).resources.values()]]));
-        envoyMoved = true;
+        moved = true;
       }
     }
-    const ambient = [TYPE.ADDRESS, TYPE.AUTHORIZATION] as const;
-    const ambientKey = ambient
-      .map((t) => `${this.arrived(this.st(t)) ? 1 : 0}:` + [...this.st(t).resources.values()].map((r) => `${r.name}@${r.hash}`).sort().join(','))
-      .join('|');
-    const ambientMoved = ambientKey !== this.lastAmbientKey;
-    this.lastAmbientKey = ambientKey;
-    if (!envoyMoved && !ambientMoved && !(changed && this.snapshotSeq === 0 && this.envoyConsistent())) return;
+    const ambientKey = [TYPE.ADDRESS, TYPE.AUTHORIZATION].map(keyOf).join('|');
+    if (ambientKey !== this.lastAmbientKey) {
+      this.lastAmbientKey = ambientKey;
+      moved = true;
+    }
+    if (!moved) return;
     const resources = {} as Record<TypeUrl, XdsResource[]>;
     for (const t of ALL_TYPES) {
-      const src = (ENVOY_TYPES as readonly string[]).includes(t) ? (this.consistentEnvoy.get(t) ?? []) : [...this.st(t).resources.values()];
+      const src = ENVOY_TYPES.includes(t) ? (this.consistentEnvoy.get(t) ?? []) : [...this.st(t).resources.values()];
       resources[t] = src.map(strip).sort(byName);
     }
     const waiting = ALL_TYPES.filter((t) => {
-      const s = this.st(t);
-      return this.active(s) && !this.arrived(s);
+      const st = this.st(t);
+      return this.active(st) && !this.arrived(st);
     });
-    this.emit('snapshot', { seq: ++this.snapshotSeq, resources, waiting });
+    this.lastSnap = { seq: ++this.snapshotSeq, resources, waiting };
+    this.emit('snapshot', this.lastSnap);
   }
 }
 
@@ -843,4 +862,3 @@ function sameSet(a: Set<string>, b: Set<string>): boolean {
   return true;
 }
 
-export { WILDCARD_TYPES };

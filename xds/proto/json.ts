@@ -25,7 +25,7 @@
 import * as protobuf from 'protobufjs';
 import type { Json } from '../types';
 import { XdsError } from './errors';
-import { findMessageType, messageType, typeNameOf, typeUrlOf } from './load';
+import { findMessageType, messageType, typeNameOf } from './load';
 
 export interface FromJsonOptions {
   /** Skip JSON keys the message type has no field for, instead of failing (default false). */
@@ -153,9 +153,12 @@ const SPECIAL = new Set([
   ...Object.keys(WRAPPERS),
 ]);
 
-/** Well-known types whose JSON is not an object of fields (packed in Any as `{"@type", "value"}`). */
+/**
+ * Well-known types with a JSON form of their own: packed in an Any as `{"@type", "value": JSON}`
+ * (an Any in an Any too), and never carrying a top-level `@type` of their own.
+ */
 function isSpecialWkt(type: protobuf.Type): boolean {
-  return SPECIAL.has(type.fullName) && type.fullName !== '.google.protobuf.Any';
+  return SPECIAL.has(type.fullName);
 }
 
 const INT64 = new Set(['int64', 'uint64', 'sint64', 'fixed64', 'sfixed64']);
@@ -616,5 +619,32 @@ function describe(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
-/** `type.googleapis.com/NAME` for a message type name (re-exported for callers of this module). */
-export { typeUrlOf };
+/**
+ * Field numbers present in `bytes` that `typeName` (recursively, through its message fields) does
+ * not declare, as paths like `groups.rules.matches#11`. protobuf decoders skip unknown fields
+ * silently; for a policy that means a condition dropped without a trace, so callers use this to
+ * refuse (fail closed) resources from a newer control plane than this build understands.
+ */
+export function unknownFields(typeName: string, bytes: Uint8Array): string[] {
+  const out: string[] = [];
+  const walk = (type: protobuf.Type, buf: Uint8Array, path: string): void => {
+    const r = protobuf.Reader.create(buf);
+    while (r.pos < r.len) {
+      const tag = r.uint32();
+      const id = tag >>> 3;
+      const wire = tag & 7;
+      const field = type.fieldsById[id];
+      if (field && wire === 2) {
+        const resolved = field.resolve().resolvedType;
+        if (resolved instanceof protobuf.Type && !field.map) {
+          walk(resolved, r.bytes(), path ? `${path}.${field.name}` : field.name);
+          continue;
+        }
+      }
+      if (!field) out.push(`${path ? path + '.' : ''}#${id}`);
+      r.skipType(wire);
+    }
+  };
+  walk(messageType(typeName), bytes, '');
+  return out;
+}

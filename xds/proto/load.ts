@@ -29,6 +29,7 @@ export const PROTO_FILES: readonly string[] = [
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/udp/udp_proxy/v3/udp_proxy.proto',
   'envoy/extensions/filters/udp/udp_proxy/v3/route.proto',
+  'envoy/extensions/path/match/uri_template/v3/uri_template_match.proto',
   // Extensions found in Istio-generated resources (so their Any fields decode instead of staying opaque).
   'envoy/extensions/filters/http/fault/v3/fault.proto',
   'envoy/extensions/filters/http/cors/v3/cors.proto',
@@ -140,8 +141,9 @@ export function typeUrlOf(typeName: string): string {
 /** The message type named (by full name or type URL), or undefined if the Root does not know it. */
 export function findMessageType(typeUrlOrName: string): protobuf.Type | undefined {
   const name = typeNameOf(typeUrlOrName);
+  const r = protoRoot(); // load errors propagate; only the lookup may fail
   try {
-    const t = protoRoot().lookup(name);
+    const t = r.lookup(name);
     return t instanceof protobuf.Type ? t : undefined;
   } catch {
     return undefined;

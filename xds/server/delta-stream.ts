@@ -6,8 +6,9 @@
 // whose version differs and, in removed_resources, names the client holds that are gone from the
 // snapshot. Unsubscribed names are simply forgotten (the client already dropped them).
 //
-// The tracking is optimistic: after a NACK the stream still records the rejected versions, so a
-// bad resource is not re-sent on every push — only once it changes (as go-control-plane does).
+// The tracking is optimistic (a response counts as applied when sent), and a NACK undoes it: the
+// client rejected the response whole and still holds what it had, so the stream's view of every
+// resource in that response goes back to before it, and the next push re-sends what differs.
 // Subscription changes are honoured whatever nonce a request carries; the nonce only identifies
 // the response an ACK/NACK is about.
 
@@ -25,8 +26,8 @@ interface TypeState {
 
 export class DeltaStream extends AdsStreamBase<DeltaDiscoveryRequestMsg, DeltaDiscoveryResponseMsg> {
   private readonly state = new Map<TypeUrl, TypeState>();
-  /** Unanswered responses: nonce → (type, system version). */
-  private readonly pending = new Map<string, { typeUrl: TypeUrl; version: string }>();
+  /** Unanswered responses: nonce → type, system version, and what `held` said before it. */
+  private readonly pending = new Map<string, { typeUrl: TypeUrl; version: string; before: Map<string, string | undefined> }>();
 
   onRequest(req: DeltaDiscoveryRequestMsg): void {
     this.recordNode(req.node);
@@ -50,8 +51,15 @@ export class DeltaStream extends AdsStreamBase<DeltaDiscoveryRequestMsg, DeltaDi
       if (p && p.typeUrl === typeUrl) {
         this.pending.delete(nonce);
         const err = req.error_detail;
-        if (err && (err.code || err.message)) this.recordNack(typeUrl, nonce, err);
-        else this.recordAck(typeUrl, nonce, p.version);
+        if (err && (err.code || err.message)) {
+          for (const [name, v] of p.before) {
+            if (v === undefined) st.held.delete(name);
+            else st.held.set(name, v);
+          }
+          this.recordNack(typeUrl, nonce, err);
+        } else {
+          this.recordAck(typeUrl, nonce, p.version);
+        }
       } else {
         this.host.log.debug('xds stream: ACK/NACK for an unknown nonce', { stream: this.info.id, type: SHORT_NAME[typeUrl], nonce });
       }
@@ -72,20 +80,25 @@ export class DeltaStream extends AdsStreamBase<DeltaDiscoveryRequestMsg, DeltaDi
     const all = snap.resources(typeUrl);
     const updated = [...all.values()].filter((r) => st.sub.wants(r.name) && st.held.get(r.name) !== r.version);
     const removed: string[] = [];
+    const before = new Map<string, string | undefined>();
     for (const name of [...st.held.keys()]) {
       if (!st.sub.wants(name)) {
         st.held.delete(name);
       } else if (!all.has(name)) {
         removed.push(name);
+        before.set(name, st.held.get(name));
         st.held.delete(name);
       }
     }
     // An empty first response for a wildcard type tells the client "there is nothing (else)",
     // so it need not wait for a timeout before treating the type as received.
     if (!updated.length && !removed.length && !(first && st.sub.wildcard && WILDCARD_TYPES.has(typeUrl))) return;
-    for (const r of updated) st.held.set(r.name, r.version);
+    for (const r of updated) {
+      before.set(r.name, st.held.get(r.name));
+      st.held.set(r.name, r.version);
+    }
     const nonce = this.host.nextNonce();
-    this.pending.set(nonce, { typeUrl, version: snap.version });
+    this.pending.set(nonce, { typeUrl, version: snap.version, before });
     if (this.pending.size > 1000) this.pending.delete(this.pending.keys().next().value as string); // a client that never ACKs
     this.write({
       system_version_info: snap.version,
