@@ -6,14 +6,19 @@ import { Datapath, DEFAULT_BPFFS_DIR, MapName, SIZABLE_MAPS } from '../datapath/
 import { SockmeshError } from '../errors';
 import { createLogger } from '../log';
 import { formatStatus, readStatus } from './status';
+import { FileSource } from '../sources/source';
+import { XdsSource } from '../sources/xds';
 import { runTranslateCli } from '../../xds/translate';
 import { runControlPlaneCli } from '../../xds/server/control-plane';
 
 const USAGE = `usage: sockmesh <command> [options]
 
 commands:
-  agent --config FILE --cgroup PATH [--bpffs DIR] [--node-name NAME] [--map-size MAP=N ...]
-        run the node agent: load or adopt the datapath, apply FILE, reload it on change
+  agent (--config FILE | --xds HOST:PORT) --cgroup PATH [--bpffs DIR] [--node-name NAME]
+        [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
+        [--xds-token-file FILE]
+        run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
+        change) or from an xDS control plane (ADS), keep the kernel in step
   status [--bpffs DIR] [--json]
         attached programs, map usage and datapath counters
   config check FILE
@@ -53,16 +58,37 @@ async function runAgent(args: string[]): Promise<void> {
     args,
     options: {
       config: { type: 'string' },
+      xds: { type: 'string' },
+      'xds-mode': { type: 'string', default: 'sotw' },
+      'xds-ca': { type: 'string' },
+      'xds-cert': { type: 'string' },
+      'xds-key': { type: 'string' },
+      'xds-token-file': { type: 'string' },
       cgroup: { type: 'string' },
       bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR },
       'node-name': { type: 'string' },
       'map-size': { type: 'string', multiple: true },
     },
   });
-  if (!values.config || !values.cgroup) fail(`agent: --config and --cgroup are required\n\n${USAGE}`);
+  if (!values.cgroup || !!values.config === !!values.xds) {
+    fail(`agent: --cgroup and exactly one of --config and --xds are required\n\n${USAGE}`);
+  }
+  const mode = values['xds-mode'];
+  if (mode !== 'sotw' && mode !== 'delta') fail(`agent: --xds-mode must be sotw or delta`);
+  if (!!values['xds-cert'] !== !!values['xds-key']) fail('agent: --xds-cert and --xds-key go together');
   const log = createLogger({ component: 'agent' });
+  const source = values.xds
+    ? new XdsSource({
+        server: values.xds,
+        mode,
+        nodeName: values['node-name'],
+        tls: values['xds-ca'] ? { caFile: values['xds-ca'], certFile: values['xds-cert'], keyFile: values['xds-key'] } : undefined,
+        tokenFile: values['xds-token-file'],
+        log,
+      })
+    : new FileSource(values.config!);
   const agent = new Agent({
-    configPath: values.config,
+    source,
     cgroupPath: values.cgroup,
     bpffsDir: values.bpffs,
     nodeName: values['node-name'],
@@ -76,7 +102,7 @@ async function runAgent(args: string[]): Promise<void> {
     const err = e as SockmeshError;
     fail(`sockmesh agent: ${err.code ? err.code + ': ' : ''}${err.message}`, 1);
   }
-  log.info('agent running', { config: values.config, cgroup: values.cgroup, bpffs: values.bpffs });
+  log.info('agent running', { source: source.description, cgroup: values.cgroup, bpffs: values.bpffs });
   const stop = (sig: string) => {
     log.info('stopping; the datapath stays attached', { signal: sig });
     agent.stop();

@@ -83,10 +83,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const address = opts.address ?? DEFAULT_LISTEN;
   const port = await server.listen(address);
   watcher.start();
-  log.info('control plane running', { config: opts.configPath, resources: first.counts() });
+  const bound = address.replace(/:\d+$/, `:${port}`);
+  log.info('control plane running', { config: opts.configPath, address: bound, resources: first.counts() });
   return {
     port,
-    address: address.replace(/:\d+$/, `:${port}`),
+    address: bound,
     server,
     reload,
     stop: async () => {
