@@ -1,8 +1,9 @@
-// `npm run demo`: a sandbox node with pods, the sockmesh agent on an embedded config, real traffic,
-// and what the datapath did with it. Everything it creates (namespaces, cgroups, pins, processes)
-// is removed at the end, also on Ctrl-C.
+// `npm run demo`: a sandbox node with pods, the local xDS control plane serving an embedded config,
+// the sockmesh agent fed by it, real traffic, and what the datapath did with it. Everything it
+// creates (namespaces, cgroups, pins, processes) is removed at the end, also on Ctrl-C.
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Datapath } from '../mesh-agent/datapath/datapath';
@@ -13,7 +14,7 @@ const VIP = '198.19.0.10';
 const VIP6 = 'fd53:6f63:6b99::10';
 const VIP_REMOTE = '198.19.0.20';
 
-function demoConfig(sb: Sandbox): string {
+function demoConfig(sb: Sandbox, web3Healthy = false): string {
   const p = (n: string) => sb.pod(n);
   return `# sockmesh demo config (embedded in demo/demo.ts)
 node: node1
@@ -31,7 +32,7 @@ services:
 endpoints:
   - { service: shop/web, address: ${p('web-1').ipv4}, weight: 1 }
   - { service: shop/web, address: ${p('web-2').ipv4}, weight: 2 }
-  - { service: shop/web, address: ${p('web-3').ipv4}, weight: 1, healthy: false }
+  - { service: shop/web, address: ${p('web-3').ipv4}, weight: 1, healthy: ${web3Healthy} }
   - { service: shop/web, address: "${p('web-1').ipv6}" }
   - { service: shop/web, address: "${p('web-2').ipv6}" }
   - { service: shop/payments, address: ${p('payments').ipv4}, node: node2 }
@@ -63,6 +64,47 @@ function diff(a: Record<string, bigint>, b: Record<string, bigint>): string {
     .join(', ');
 }
 
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolve at the next JSON log line of `child` (stderr) whose msg is `msg`, printing `show(line)`. */
+function waitLog(child: ChildProcess, msg: string, show: (j: any) => string, when: (j: any) => boolean = () => true): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const onData = (d: Buffer) => {
+      buf += d;
+      for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) {
+        const line = buf.slice(0, i);
+        let j: any;
+        try {
+          j = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (j.level === 'error') say(`  ${line}`);
+        if (j.msg === msg && when(j)) {
+          child.stderr!.off('data', onData);
+          child.off('exit', onExit);
+          say(show(j));
+          resolve();
+          return;
+        }
+      }
+    };
+    const onExit = (code: number | null) => reject(new Error(`${msg}: process exited with ${code}: ${buf}`));
+    child.stderr!.on('data', onData);
+    child.once('exit', onExit);
+  });
+}
+
 async function main(): Promise<void> {
   Sandbox.cleanupStale();
   heading('sandbox');
@@ -78,10 +120,12 @@ async function main(): Promise<void> {
   });
   const servers: ServerHandle[] = [];
   let agent: ChildProcess | undefined;
+  let controlPlane: ChildProcess | undefined;
   let tmp: string | undefined;
   const bpffs = path.join(sb.ensureBpffsDir(), 'sockmesh');
   const cleanup = async () => {
     agent?.kill('SIGTERM');
+    controlPlane?.kill('SIGTERM');
     for (const s of servers) await s.stop();
     if (fs.existsSync(bpffs)) Datapath.remove(bpffs);
     await sb.teardown();
@@ -100,33 +144,23 @@ async function main(): Promise<void> {
     servers.push(await sb.startServer('payments', ['serve', '--port', '9000', '--mode', 'echo', '--name', 'payments']));
     servers.push(await sb.startServer('web-1', ['serve', '--port', '9000', '--mode', 'echo', '--name', 'web-1']));
 
-    heading('agent');
+    heading('control plane and agent');
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sockmesh-demo-'));
     const cfg = path.join(tmp, 'mesh.yaml');
     fs.writeFileSync(cfg, demoConfig(sb));
-    say(`$ sockmesh agent --config ${cfg} --cgroup ${sb.node('node1').cgroupPath} --bpffs ${bpffs}`);
-    agent = spawn(SOCKMESH, ['agent', '--config', cfg, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs], {
+    const port = await freePort();
+    say(`$ sockmesh control-plane --config ${cfg} --listen 127.0.0.1:${port}`);
+    controlPlane = spawn(SOCKMESH, ['control-plane', '--config', cfg, '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await waitLog(controlPlane, 'control plane running', (j) => `control plane serving ${JSON.stringify(j.resources)}`);
+    say(`$ sockmesh agent --xds 127.0.0.1:${port} --node-name node1 --cgroup ${sb.node('node1').cgroupPath} --bpffs ${bpffs}`);
+    agent = spawn(SOCKMESH, ['agent', '--xds', `127.0.0.1:${port}`, '--node-name', 'node1', '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs], {
       stdio: ['ignore', 'inherit', 'pipe'],
     });
-    await new Promise<void>((resolve, reject) => {
-      let buf = '';
-      agent!.stderr!.on('data', (d) => {
-        buf += d;
-        for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) {
-          const line = buf.slice(0, i);
-          try {
-            const j = JSON.parse(line);
-            if (j.msg === 'applied config') {
-              say(`agent applied config: ${j.added} service entries, ${j.slotsWritten} backend slots, ${j.localEpsAdded} local pod IPs`);
-              resolve();
-            } else if (j.level === 'error') say(`agent: ${line}`);
-          } catch {
-            say(`agent: ${line}`);
-          }
-        }
-      });
-      agent!.once('exit', (code) => reject(new Error(`agent exited with ${code}: ${buf}`)));
-    });
+    await waitLog(
+      agent,
+      'applied config',
+      (j) => `agent applied the model from xDS: ${j.added} service entries, ${j.slotsWritten} backend slots, ${j.localEpsAdded} local pod IPs`,
+    );
 
     let c0 = counters(bpffs);
     heading(`TCP: 300 connections from frontend to ${VIP}:80 (weights web-1:1, web-2:2, web-3 unhealthy)`);
@@ -160,6 +194,22 @@ async function main(): Promise<void> {
     c1 = counters(bpffs);
     say(`  answers: ${JSON.stringify(rem.last.ids)}`);
     say(`  kernel counters: ${diff(c0, c1)}  (no msg_redirected: the peer is not on this node)`);
+
+    heading('edit the control plane file: web-3 becomes healthy');
+    fs.writeFileSync(cfg + '.tmp', demoConfig(sb, true));
+    fs.renameSync(cfg + '.tmp', cfg);
+    // The change arrives as a few xDS updates (workload status, endpoints); wait for the one that
+    // changed backend tables.
+    await waitLog(
+      agent,
+      'applied config',
+      (j) => `agent applied the change: ${j.updated} service entries updated, ${j.slotsWritten} slots written`,
+      (j) => j.updated > 0,
+    );
+    const ids2 = await sb.podtool('frontend', ['ids', '--target', `${VIP}:80`, '--count', '300', '--concurrency', '8']);
+    for (const [k, v] of Object.entries(ids2.last.ids as Record<string, number>).sort()) {
+      say(`  ${k.padEnd(8)} ${String(v).padStart(4)}  ${'#'.repeat(Math.round(v / 5))}`);
+    }
 
     heading('sockmesh status');
     say(execFileSync(SOCKMESH, ['status', '--bpffs', bpffs], { encoding: 'utf8' }));
