@@ -133,6 +133,25 @@ function sameProgram(progId: number, fresh: bpf.ProgInfo): boolean {
   }
 }
 
+/** Calls `fn` for each program attached to the pinned sockhash (fds valid during the call). */
+function forEachSkMsgProgram(bpffsDir: string, fn: (id: number, progFd: number, mapFd: number) => void): void {
+  const sockhash = path.join(Datapath.mapsDir(bpffsDir), 'sm_sockhash');
+  if (!fs.existsSync(sockhash)) return;
+  const mfd = bpf.objGet(sockhash);
+  try {
+    for (const id of bpf.progQuery(mfd, bpf.consts.BPF_SK_MSG_VERDICT).progIds) {
+      const pfd = bpf.progGetFdById(id);
+      try {
+        fn(id, pfd, mfd);
+      } finally {
+        bpf.closeFd(pfd);
+      }
+    }
+  } finally {
+    bpf.closeFd(mfd);
+  }
+}
+
 /**
  * An open datapath: the maps (as fds this process owns) and what is attached. Obtained with
  * `Datapath.install()` (load + attach or adopt, for the agent) or `Datapath.openPinned()`
@@ -336,23 +355,10 @@ export class Datapath {
         bpf.closeFd(fd);
       }
     }
-    const sockhash = path.join(Datapath.mapsDir(bpffsDir), 'sm_sockhash');
-    if (fs.existsSync(sockhash)) {
-      const mfd = bpf.objGet(sockhash);
-      try {
-        for (const id of bpf.progQuery(mfd, bpf.consts.BPF_SK_MSG_VERDICT).progIds) {
-          const pfd = bpf.progGetFdById(id);
-          try {
-            const pi = bpf.progInfo(pfd);
-            out.push({ name: pi.name, attachType: attachTypeName(bpf.consts.BPF_SK_MSG_VERDICT), progId: id, tag: pi.tag });
-          } finally {
-            bpf.closeFd(pfd);
-          }
-        }
-      } finally {
-        bpf.closeFd(mfd);
-      }
-    }
+    forEachSkMsgProgram(bpffsDir, (id, pfd) => {
+      const pi = bpf.progInfo(pfd);
+      out.push({ name: pi.name, attachType: attachTypeName(bpf.consts.BPF_SK_MSG_VERDICT), progId: id, tag: pi.tag });
+    });
     return out;
   }
 
@@ -410,23 +416,10 @@ export class Datapath {
       }
       fs.unlinkSync(p);
     }
-    const sockhash = path.join(Datapath.mapsDir(bpffsDir), 'sm_sockhash');
-    if (fs.existsSync(sockhash)) {
-      const mfd = bpf.objGet(sockhash);
-      try {
-        for (const id of bpf.progQuery(mfd, bpf.consts.BPF_SK_MSG_VERDICT).progIds) {
-          const pfd = bpf.progGetFdById(id);
-          try {
-            bpf.progDetach(pfd, mfd, bpf.consts.BPF_SK_MSG_VERDICT);
-            detached.push(bpf.progInfo(pfd).name);
-          } finally {
-            bpf.closeFd(pfd);
-          }
-        }
-      } finally {
-        bpf.closeFd(mfd);
-      }
-    }
+    forEachSkMsgProgram(bpffsDir, (_id, pfd, mapFd) => {
+      bpf.progDetach(pfd, mapFd, bpf.consts.BPF_SK_MSG_VERDICT);
+      detached.push(bpf.progInfo(pfd).name);
+    });
     fs.rmSync(bpffsDir, { recursive: true, force: true });
     return { detached };
   }
