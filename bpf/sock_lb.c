@@ -17,6 +17,60 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/*
+ * A TCP connect to a service with HTTP rules goes to the node's L7 proxy instead of a backend: on
+ * success *out is the proxy's address, which the caller writes like any backend (and records for
+ * getpeername, so the client still sees the VIP). The socket remembers where it was going
+ * (socket-local storage); sockops publishes that, keyed by the client's address, once the
+ * connection is up (map sm_steer), for the proxy to read. Connects from the proxy's own cgroup are
+ * translated to a backend as usual. Returns 1 when steered.
+ */
+static __always_inline int sm_steer_to_proxy(struct bpf_sock_addr *ctx, const struct sm_svc_key *vip,
+					     struct sm_backend *out)
+{
+	struct sm_sock_state *st;
+	struct sm_config *cfg;
+	struct bpf_sock *sk;
+	__u32 zero = 0;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	cfg = bpf_map_lookup_elem(&sm_config, &zero);
+	if (!cfg || !(cfg->flags & (vip->family == SM_AF_INET ? SM_CFG_F_PROXY4 : SM_CFG_F_PROXY6)))
+		return 0;
+	if (bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
+		return 0;
+	sk = ctx->sk;
+	if (!sk)
+		return 0;
+	st = bpf_sk_storage_get(&sm_sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		sm_count(SM_CNT_MAP_ERROR, 1);
+		return 0;
+	}
+	st->steered = 1;
+	st->orig[0] = vip->addr[0];
+	st->orig[1] = vip->addr[1];
+	st->orig[2] = vip->addr[2];
+	st->orig[3] = vip->addr[3];
+	st->orig_port = vip->port;
+	st->orig_family = vip->family;
+
+	__builtin_memset(out, 0, sizeof(*out));
+	out->family = vip->family;
+	out->port = cfg->proxy_port;
+	if (vip->family == SM_AF_INET) {
+		out->addr[0] = cfg->proxy4;
+	} else {
+		out->addr[0] = cfg->proxy6[0];
+		out->addr[1] = cfg->proxy6[1];
+		out->addr[2] = cfg->proxy6[2];
+		out->addr[3] = cfg->proxy6[3];
+	}
+	sm_count(SM_CNT_L7_STEERED, 1);
+	return 1;
+}
+
 /* Reject with a real errno, counting why. */
 static __always_inline int sm_reject(enum sm_xlate why)
 {
@@ -30,6 +84,7 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 	struct sm_svc_key key;
 	struct sm_backend be;
 	enum sm_xlate res;
+	__u32 flags = 0;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
@@ -39,11 +94,13 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 	key.proto = ctx->protocol;
 	key.family = SM_AF_INET;
 
-	res = sm_lb_xlate(&key, &be);
+	res = sm_lb_xlate(&key, &be, &flags);
 	if (res == SM_XLATE_NOT_SERVICE)
 		return 1;
 	if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
+	if (flags & SM_SVC_F_L7)
+		sm_steer_to_proxy(ctx, &key, &be);
 
 	ctx->user_ip4 = be.addr[0];
 	ctx->user_port = (__u32)be.port;
@@ -61,6 +118,7 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	struct sm_svc_key key;
 	struct sm_backend be;
 	enum sm_xlate res;
+	__u32 flags = 0;
 	__u32 a[4];
 	int mapped;
 
@@ -86,11 +144,13 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	key.port = (__be16)ctx->user_port;
 	key.proto = ctx->protocol;
 
-	res = sm_lb_xlate(&key, &be);
+	res = sm_lb_xlate(&key, &be, &flags);
 	if (res == SM_XLATE_NOT_SERVICE)
 		return 1;
 	if (res != SM_XLATE_DONE || be.family != key.family)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
+	if (flags & SM_SVC_F_L7)
+		sm_steer_to_proxy(ctx, &key, &be);
 
 	if (mapped) {
 		ctx->user_ip6[0] = 0;

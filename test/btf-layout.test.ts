@@ -82,7 +82,7 @@ test('counter names follow enum sm_counter in order', () => {
   const header = fs.readFileSync(path.resolve(__dirname, '../../bpf/include/sockmesh_types.h'), 'utf8');
   const body = /enum sm_counter \{([\s\S]*?)\};/.exec(header)?.[1];
   assert.ok(body, 'enum sm_counter not found');
-  const enumerators = [...body.matchAll(/^\s*(SM_CNT_[A-Z_]+)/gm)].map((m) => m[1]).filter((n) => n !== 'SM_CNT_MAX');
+  const enumerators = [...body.matchAll(/^\s*(SM_CNT_[A-Z0-9_]+)/gm)].map((m) => m[1]).filter((n) => n !== 'SM_CNT_MAX');
   assert.deepEqual(
     COUNTER_NAMES.map((n) => COUNTER_ENUMERATORS[n]),
     enumerators,

@@ -36,7 +36,7 @@ static __always_inline int sm_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
  * Choose a backend for (addr, port, proto). Slots hold each healthy backend a number of times
  * proportional to its weight, so a uniform slot choice is a weighted backend choice.
  */
-static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, struct sm_backend *out)
+static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, struct sm_backend *out, __u32 *flags)
 {
 	struct sm_svc_value *svc;
 	struct sm_backend *be;
@@ -51,6 +51,7 @@ static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, s
 	sk.svc_id = svc->svc_id;
 	sk.gen = svc->gen;
 	count = svc->slot_count;
+	*flags = svc->flags;
 	match = svc->vip[0] == key->addr[0] && svc->vip[1] == key->addr[1] && svc->vip[2] == key->addr[2] &&
 		svc->vip[3] == key->addr[3] && svc->vip_port == key->port && svc->vip_proto == key->proto &&
 		svc->vip_family == key->family;

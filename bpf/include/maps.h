@@ -81,6 +81,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sm_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_config SEC(".maps");
+
+/* LRU: entries outlive their connections; the key (client ip:port) is reused only after TIME_WAIT. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sm_steer_key);
+	__type(value, struct sm_steer_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_steer SEC(".maps");
+
 /*
  * Never read by a program. The agent writes slot 0 of this map-in-map after switching services to
  * a new backend generation: the kernel waits for an RCU grace period before a map-in-map update

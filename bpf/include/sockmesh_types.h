@@ -34,6 +34,7 @@ struct sm_svc_key {
 
 /* Service flags (sm_svc_value.flags). */
 #define SM_SVC_F_NONE 0u
+#define SM_SVC_F_L7 1u /* HTTP rules apply: TCP connects are steered to the node's L7 proxy */
 
 /*
  * Updated in place under `lock` (BPF_F_LOCK from the agent, bpf_spin_lock in the programs), so a
@@ -112,13 +113,51 @@ struct sm_sock_key {
 	__u8 pad[3];
 };
 
-/* Per-socket redirect decision, kept in socket-local storage (freed with the socket). */
+/* Per-socket state, kept in socket-local storage (freed with the socket). */
 #define SM_REDIR_UNDECIDED 0
 #define SM_REDIR_ON 1
 #define SM_REDIR_OFF 2
 
 struct sm_sock_state {
-	__u32 redir; /* SM_REDIR_* */
+	__u32 redir;   /* SM_REDIR_*: the sk_msg redirect decision */
+	__u32 steered; /* 1: connect() was steered to the L7 proxy; orig_* is where it was going */
+	__be32 orig[4];
+	__be16 orig_port;
+	__u8 orig_family;
+	__u8 pad;
+};
+
+/* sm_config (one entry): where the node's L7 proxy listens, and which cgroup it runs in. */
+#define SM_CFG_F_PROXY4 1u
+#define SM_CFG_F_PROXY6 2u
+
+struct sm_config {
+	__u64 proxy_cgroup_id; /* connects from this cgroup are never steered (the proxy's own) */
+	__be32 proxy4;
+	__be32 proxy6[4];
+	__be16 proxy_port;
+	__u8 flags; /* SM_CFG_F_* */
+	__u8 pad;
+};
+
+/*
+ * sm_steer: a connection steered to the L7 proxy, keyed by the client's address as the proxy sees
+ * its peer -> where the client was going and who it is. Written by sockops when the client's
+ * connect completes, read by the proxy (never trusted from the request itself).
+ */
+struct sm_steer_key {
+	__be32 addr[4];
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+};
+
+struct sm_steer_value {
+	__be32 orig[4];
+	__be16 orig_port;
+	__u8 orig_family;
+	__u8 pad;
+	__u32 identity; /* sm_local_ep.identity of the client's IP, 0 if unknown */
 };
 
 /* Indexes of the per-CPU counter array sm_counters. Keep in step with COUNTER_NAMES in codecs.ts. */
@@ -134,6 +173,7 @@ enum sm_counter {
 	SM_CNT_MSG_REDIRECT_BYTES, /* bytes in those messages */
 	SM_CNT_MSG_FALLBACK,       /* sendmsg on a local pair that took the normal TCP path */
 	SM_CNT_MAP_ERROR,          /* a map update the datapath needed failed */
+	SM_CNT_L7_STEERED,         /* connect() to a service with HTTP rules steered to the L7 proxy */
 	SM_CNT_MAX,
 };
 

@@ -13,7 +13,7 @@ export interface StatusReport {
  * Maps without a meaningful fill level: socket-local storage cannot be listed from user space, and
  * arrays always hold max_entries entries.
  */
-const NO_USAGE = new Set(['sm_sock_state', 'sm_counters', 'sm_rcu_sync']);
+const NO_USAGE = new Set(['sm_sock_state', 'sm_counters', 'sm_config', 'sm_rcu_sync']);
 
 export function readStatus(bpffsDir = DEFAULT_BPFFS_DIR): StatusReport {
   const dp = Datapath.openPinned(bpffsDir);

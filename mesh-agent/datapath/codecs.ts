@@ -3,7 +3,7 @@
 // sizes), so a change on either side that is not made on both fails CI.
 import { bytesToIp, familyOf, ipToBytes } from '../model/ip';
 
-export type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32x4' | 'pad';
+export type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32' | 'be32x4' | 'pad';
 
 export interface FieldLayout {
   /** Member name in the C struct. */
@@ -24,7 +24,7 @@ export interface StructCodec<T> {
 
 type Raw = Record<string, number | bigint | Buffer>;
 
-const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32x4: 16 };
+const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, be32x4: 16 };
 
 /** Lays fields out with C's natural alignment and checks the result against the given size. */
 function layout(cName: string, size: number, spec: Array<[string, Kind, number?]>): FieldLayout[] {
@@ -32,7 +32,7 @@ function layout(cName: string, size: number, spec: Array<[string, Kind, number?]
   const out: FieldLayout[] = [];
   for (const [name, kind, padLen] of spec) {
     const sz = kind === 'pad' ? padLen ?? 1 : KIND_SIZE[kind];
-    const align = kind === 'pad' ? 1 : kind === 'be32x4' ? 4 : sz;
+    const align = kind === 'pad' ? 1 : kind === 'be32x4' || kind === 'be32' ? 4 : sz;
     off = Math.ceil(off / align) * align;
     out.push({ name, kind, offset: off, size: sz });
     off += sz;
@@ -61,8 +61,10 @@ function encodeRaw(fields: readonly FieldLayout[], size: number, v: Raw): Buffer
       case 'u64':
         b.writeBigUInt64LE(BigInt((x as bigint | number | undefined) ?? 0), f.offset);
         break;
+      case 'be32':
       case 'be32x4':
-        if (x) (x as Buffer).copy(b, f.offset, 0, 16);
+        // raw network-order bytes
+        if (x) (x as Buffer).copy(b, f.offset, 0, f.size);
         break;
       case 'pad':
         break;
@@ -91,8 +93,9 @@ function decodeRaw(fields: readonly FieldLayout[], size: number, cName: string, 
       case 'u64':
         r[f.name] = b.readBigUInt64LE(f.offset);
         break;
+      case 'be32':
       case 'be32x4':
-        r[f.name] = Buffer.from(b.subarray(f.offset, f.offset + 16));
+        r[f.name] = Buffer.from(b.subarray(f.offset, f.offset + f.size));
         break;
       case 'pad':
         break;
@@ -321,12 +324,108 @@ export const sockKey = codec<SockKey>(
 );
 
 // --- struct sm_sock_state ------------------------------------------------------------------
-export const sockState = codec<{ redir: number }>(
+export interface SockState {
+  redir: number;
+  steered: number;
+  orig: { ip: string; port: number } | null;
+}
+export const sockState = codec<SockState>(
   'sm_sock_state',
-  4,
-  [['redir', 'u32']],
-  (v) => ({ redir: v.redir }),
-  (r) => ({ redir: r.redir as number }),
+  28,
+  [
+    ['redir', 'u32'],
+    ['steered', 'u32'],
+    ['orig', 'be32x4'],
+    ['orig_port', 'be16'],
+    ['orig_family', 'u8'],
+    ['pad', 'pad', 1],
+  ],
+  (v) => ({
+    redir: v.redir,
+    steered: v.steered,
+    ...(v.orig ? { orig: ipToBytes(v.orig.ip), orig_port: v.orig.port, orig_family: familyOf(v.orig.ip) } : {}),
+  }),
+  (r) => ({
+    redir: r.redir as number,
+    steered: r.steered as number,
+    orig: r.orig_family ? { ip: bytesToIp(r.orig as Buffer, r.orig_family as number), port: r.orig_port as number } : null,
+  }),
+);
+
+// --- struct sm_config ----------------------------------------------------------------------
+export const CFG_F_PROXY4 = 1;
+export const CFG_F_PROXY6 = 2;
+export interface DatapathConfig {
+  /** cgroup id (inode of the cgroup v2 directory) whose connects are never steered: the proxy's. */
+  proxyCgroupId: bigint;
+  proxy4?: string;
+  proxy6?: string;
+  proxyPort: number;
+}
+export const config = codec<DatapathConfig>(
+  'sm_config',
+  32,
+  [
+    ['proxy_cgroup_id', 'u64'],
+    ['proxy4', 'be32'],
+    ['proxy6', 'be32x4'],
+    ['proxy_port', 'be16'],
+    ['flags', 'u8'],
+    ['pad', 'pad', 1],
+  ],
+  (v) => ({
+    proxy_cgroup_id: v.proxyCgroupId,
+    proxy4: v.proxy4 ? ipToBytes(v.proxy4).subarray(0, 4) : undefined,
+    proxy6: v.proxy6 ? ipToBytes(v.proxy6) : undefined,
+    proxy_port: v.proxyPort,
+    flags: (v.proxy4 ? CFG_F_PROXY4 : 0) | (v.proxy6 ? CFG_F_PROXY6 : 0),
+  }) as Raw,
+  (r) => {
+    const flags = r.flags as number;
+    const out: DatapathConfig = { proxyCgroupId: r.proxy_cgroup_id as bigint, proxyPort: r.proxy_port as number };
+    if (flags & CFG_F_PROXY4) out.proxy4 = bytesToIp(Buffer.concat([r.proxy4 as Buffer, Buffer.alloc(12)]), 2);
+    if (flags & CFG_F_PROXY6) out.proxy6 = bytesToIp(r.proxy6 as Buffer, 10);
+    return out;
+  },
+);
+
+// --- struct sm_steer_key / sm_steer_value --------------------------------------------------
+export interface SteerKey {
+  ip: string;
+  port: number;
+}
+export const steerKey = codec<SteerKey>(
+  'sm_steer_key',
+  20,
+  [
+    ['addr', 'be32x4'],
+    ['port', 'be16'],
+    ['family', 'u8'],
+    ['pad', 'pad', 1],
+  ],
+  (v) => ({ addr: ipToBytes(v.ip), port: v.port, family: familyOf(v.ip) }),
+  (r) => ({ ip: bytesToIp(r.addr as Buffer, r.family as number), port: r.port as number }),
+);
+
+export interface SteerValue {
+  orig: { ip: string; port: number };
+  identity: number;
+}
+export const steerValue = codec<SteerValue>(
+  'sm_steer_value',
+  24,
+  [
+    ['orig', 'be32x4'],
+    ['orig_port', 'be16'],
+    ['orig_family', 'u8'],
+    ['pad', 'pad', 1],
+    ['identity', 'u32'],
+  ],
+  (v) => ({ orig: ipToBytes(v.orig.ip), orig_port: v.orig.port, orig_family: familyOf(v.orig.ip), identity: v.identity }),
+  (r) => ({
+    orig: { ip: bytesToIp(r.orig as Buffer, r.orig_family as number), port: r.orig_port as number },
+    identity: r.identity as number,
+  }),
 );
 
 /** All codecs, for the BTF layout check. */
@@ -341,6 +440,9 @@ export const ALL_CODECS: ReadonlyArray<StructCodec<never>> = [
   localEp,
   sockKey,
   sockState,
+  config,
+  steerKey,
+  steerValue,
 ] as unknown as ReadonlyArray<StructCodec<never>>;
 
 /** Names of enum sm_counter, in index order (bpf/include/sockmesh_types.h). */
@@ -356,6 +458,7 @@ export const COUNTER_NAMES = [
   'msg_redirected_bytes',
   'msg_fallback',
   'map_errors',
+  'l7_steered',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
@@ -372,4 +475,5 @@ export const COUNTER_ENUMERATORS: Record<CounterName, string> = {
   msg_redirected_bytes: 'SM_CNT_MSG_REDIRECT_BYTES',
   msg_fallback: 'SM_CNT_MSG_FALLBACK',
   map_errors: 'SM_CNT_MAP_ERROR',
+  l7_steered: 'SM_CNT_L7_STEERED',
 };

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as bpf from '../../native';
 import { SockmeshError } from '../errors';
-import { COUNTER_NAMES, CounterName } from './codecs';
+import { config as configCodec, COUNTER_NAMES, CounterName, DatapathConfig } from './codecs';
 import { RawMap } from './maps';
 
 export const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/sockmesh';
@@ -24,6 +24,8 @@ export type MapName =
   | 'sm_sockhash'
   | 'sm_sock_state'
   | 'sm_counters'
+  | 'sm_config'
+  | 'sm_steer'
   | 'sm_rcu_sync';
 
 export const MAP_NAMES: readonly MapName[] = [
@@ -34,11 +36,13 @@ export const MAP_NAMES: readonly MapName[] = [
   'sm_sockhash',
   'sm_sock_state',
   'sm_counters',
+  'sm_config',
+  'sm_steer',
   'sm_rcu_sync',
 ];
 
 /** Maps whose capacity an operator may set (settings `mapSizes`). */
-export const SIZABLE_MAPS: readonly MapName[] = ['sm_services', 'sm_backends', 'sm_revnat', 'sm_local_eps', 'sm_sockhash'];
+export const SIZABLE_MAPS: readonly MapName[] = ['sm_services', 'sm_backends', 'sm_revnat', 'sm_local_eps', 'sm_sockhash', 'sm_steer'];
 
 export interface DatapathSettings {
   /** cgroup v2 directory whose sockets are meshed (in Kubernetes: the pods' parent cgroup). */
@@ -372,6 +376,21 @@ export class Datapath {
     const v = Buffer.alloc(4);
     v.writeUInt32LE(this.rcuInnerFd);
     bpf.mapUpdate(this.maps.sm_rcu_sync.fd, k, v, bpf.consts.BPF_ANY);
+  }
+
+  /**
+   * Where the node's L7 proxy listens and which cgroup it runs in (its own connects are never
+   * steered); null: steer nothing. Takes effect for the next connect.
+   */
+  configureProxy(cfg: DatapathConfig | null): void {
+    const v = cfg ? configCodec.encode(cfg) : Buffer.alloc(configCodec.size);
+    bpf.mapUpdate(this.maps.sm_config.fd, Buffer.alloc(4), v, bpf.consts.BPF_ANY);
+  }
+
+  proxyConfig(): DatapathConfig | null {
+    const v = bpf.mapLookup(this.maps.sm_config.fd, Buffer.alloc(4), configCodec.size);
+    const c = v ? configCodec.decode(v) : null;
+    return c && (c.proxy4 || c.proxy6) ? c : null;
   }
 
   /** Per-CPU counters, summed. */

@@ -33,6 +33,10 @@ import type { Datapath } from './datapath';
 import { familyOf, mustCanonicalIp as canonicalIp } from '../model/ip';
 import { mapFullError, TypedMap } from './maps';
 import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
+import { identityTable, spiffeId } from '../model/identity';
+
+/** SM_SVC_F_L7 in bpf/include/sockmesh_types.h */
+export const SVC_F_L7 = 1;
 
 export interface DesiredService {
   key: SvcKey;
@@ -45,6 +49,8 @@ export interface DesiredService {
 export interface DesiredState {
   services: Map<string, DesiredService>;
   localEps: Map<string, LocalEp>;
+  /** identity number -> SPIFFE id, for the L7 proxy (the kernel carries only the number). */
+  identities: Map<number, string>;
 }
 
 export interface ApplyReport {
@@ -108,12 +114,22 @@ export function desiredState(model: Model, nodeName: string | undefined, maxSlot
       }
     }
   }
+  // Services with HTTP rules: TCP connects to them are steered to the node's L7 proxy.
+  for (const p of model.policies?.l7 ?? []) {
+    const d = p.destination;
+    const vips = d.ip ? [canonicalIp(d.ip)] : (model.services.find((s) => serviceRef(s) === d.service)?.vips ?? []).map(canonicalIp);
+    for (const vip of vips) {
+      const svc = services.get(svcKeyString({ ip: vip, port: d.port, proto: IPPROTO_TCP }));
+      if (svc) svc.flags |= SVC_F_L7;
+    }
+  }
+  const ids = identityTable(model.workloads);
   const localEps = new Map<string, LocalEp>();
   for (const w of model.workloads) {
     if (nodeName === undefined || w.node !== nodeName) continue;
-    for (const ip of w.ips) localEps.set(canonicalIp(ip), { identity: 0, flags: 0 });
+    for (const ip of w.ips) localEps.set(canonicalIp(ip), { identity: ids.get(spiffeId(w)) ?? 0, flags: 0 });
   }
-  return { services, localEps };
+  return { services, localEps, identities: new Map([...ids].map(([spiffe, n]) => [n, spiffe])) };
 }
 
 function sameSlots(a: Backend[] | null, b: Backend[]): boolean {

@@ -1,0 +1,34 @@
+// Workload identities: the SPIFFE id Istio gives a workload, and the number the datapath carries
+// for it (sm_local_ep.identity, sm_steer_value.identity). Numbers are derived from the SPIFFE id
+// (FNV-1a, 31 bits), so they are the same on every node and across restarts; a collision within
+// one model is resolved by probing, in sorted order of the ids, so it is still deterministic.
+import type { Workload } from './types';
+
+export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+
+export function spiffeId(w: Pick<Workload, 'namespace' | 'serviceAccount' | 'trustDomain'>): string {
+  return `spiffe://${w.trustDomain ?? DEFAULT_TRUST_DOMAIN}/ns/${w.namespace}/sa/${w.serviceAccount}`;
+}
+
+function fnv1a31(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h & 0x7fffffff;
+}
+
+/** SPIFFE id -> identity number (never 0: 0 means "unknown" in the kernel maps). */
+export function identityTable(workloads: Workload[]): Map<string, number> {
+  const ids = [...new Set(workloads.map(spiffeId))].sort();
+  const taken = new Set<number>();
+  const out = new Map<string, number>();
+  for (const id of ids) {
+    let n = fnv1a31(id) || 1;
+    while (taken.has(n)) n = (n % 0x7fffffff) + 1;
+    taken.add(n);
+    out.set(id, n);
+  }
+  return out;
+}
