@@ -9,6 +9,9 @@ import * as os from 'node:os';
 import { FileSource, ModelSource, SourceSnapshot } from './sources/source';
 import { Datapath, DatapathSettings, DEFAULT_BPFFS_DIR } from './datapath/datapath';
 import { ApplyReport, desiredState, Reconciler } from './datapath/reconciler';
+import * as fs from 'node:fs';
+import { isIP } from 'node:net';
+import { ProxyControlClient } from '../proxy/control';
 import { acquireAgentLock } from './lock';
 import { createLogger, Logger } from './log';
 
@@ -21,6 +24,11 @@ export interface AgentOptions extends DatapathSettings {
   maxSlots?: number;
   /** Delay before re-applying a config some of which could not be applied (default 5 s). */
   retryMs?: number;
+  /**
+   * The node's L7 proxy: connects to services with HTTP rules are steered to `host:port`; the
+   * proxy's cgroup is exempt; policies and identities are pushed to it over `controlPath`.
+   */
+  proxy?: { host: string; port: number; cgroupPath: string; controlPath: string };
   log?: Logger;
 }
 
@@ -39,6 +47,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private nodeName = '';
   private releaseLock?: () => void;
   private retryTimer?: NodeJS.Timeout;
+  private proxyControl?: ProxyControlClient;
+  private lastProxyConfig = '';
   /** Reports of every apply, newest last (tests and status read them). */
   readonly reports: ApplyReport[] = [];
 
@@ -59,6 +69,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       for (const p of this.dp.programs) {
         this.log.info('program', { name: p.name, attach: p.attachType, outcome: p.outcome, progId: p.progId, linkId: p.linkId });
       }
+      this.setUpProxy();
       this.reconciler = new Reconciler(this.dp);
       const adopted = this.reconciler.adopt();
       this.log.info('adopted kernel state', adopted);
@@ -79,10 +90,39 @@ export class Agent extends EventEmitter<AgentEvents> {
     return report;
   }
 
+  private setUpProxy(): void {
+    const p = this.opts.proxy;
+    if (!p) {
+      this.dp!.configureProxy(null); // nothing is steered without a proxy
+      return;
+    }
+    const fam = isIP(p.host);
+    this.dp!.configureProxy({
+      proxyCgroupId: fs.statSync(p.cgroupPath, { bigint: true }).ino,
+      proxyPort: p.port,
+      ...(fam === 4 ? { proxy4: p.host } : { proxy6: p.host }),
+    });
+    this.proxyControl = new ProxyControlClient(p.controlPath);
+    this.proxyControl.on('error', (e) => this.log.debug('proxy control channel', { error: e.message }));
+    this.proxyControl.on('reply', (r) => {
+      if (r.ok) this.log.info('proxy applied policies', { version: r.version });
+      else this.log.error('proxy rejected policies; it keeps the previous ones', { version: r.version, error: r.error });
+    });
+  }
+
   private applyConfig(cfg: SourceSnapshot): ApplyReport {
     clearTimeout(this.retryTimer);
     this.nodeName = this.opts.nodeName ?? cfg.nodeName ?? os.hostname();
-    const report = this.reconciler!.apply(desiredState(cfg.model, this.nodeName, this.opts.maxSlots));
+    const desired = desiredState(cfg.model, this.nodeName, this.opts.maxSlots);
+    const report = this.reconciler!.apply(desired);
+    if (this.proxyControl) {
+      const msg = { l7: cfg.model.policies?.l7 ?? [], identities: [...desired.identities] };
+      const json = JSON.stringify(msg);
+      if (json !== this.lastProxyConfig) {
+        this.lastProxyConfig = json;
+        this.proxyControl.send(msg);
+      }
+    }
     const doneAt = process.hrtime.bigint();
     this.reports.push(report);
     const { errors, ...counts } = report;
@@ -106,6 +146,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Stop watching and close fds. The datapath stays pinned and keeps working. */
   stop(): void {
     clearTimeout(this.retryTimer);
+    this.proxyControl?.close();
     this.source?.stop();
     this.dp?.close();
     this.dp = undefined;

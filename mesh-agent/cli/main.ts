@@ -8,6 +8,7 @@ import { createLogger } from '../log';
 import { formatStatus, readStatus } from './status';
 import { FileSource } from '../sources/source';
 import { XdsSource } from '../sources/xds';
+import { DEFAULT_PROXY_CONTROL } from '../../proxy/control';
 import { runTranslateCli } from '../../xds/translate';
 import { runControlPlaneCli } from '../../xds/server/control-plane';
 
@@ -16,7 +17,7 @@ const USAGE = `usage: sockmesh <command> [options]
 commands:
   agent (--config FILE | --xds HOST:PORT) --cgroup PATH [--bpffs DIR] [--node-name NAME]
         [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
-        [--xds-token-file FILE]
+        [--xds-token-file FILE] [--proxy-listen HOST:PORT --proxy-cgroup PATH [--proxy-control SOCKET]]
         run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
         change) or from an xDS control plane (ADS), keep the kernel in step
   status [--bpffs DIR] [--json]
@@ -64,6 +65,9 @@ async function runAgent(args: string[]): Promise<void> {
       'xds-cert': { type: 'string' },
       'xds-key': { type: 'string' },
       'xds-token-file': { type: 'string' },
+      'proxy-listen': { type: 'string' },
+      'proxy-cgroup': { type: 'string' },
+      'proxy-control': { type: 'string', default: DEFAULT_PROXY_CONTROL },
       cgroup: { type: 'string' },
       bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR },
       'node-name': { type: 'string' },
@@ -87,8 +91,15 @@ async function runAgent(args: string[]): Promise<void> {
         log,
       })
     : new FileSource(values.config!);
+  let proxy: { host: string; port: number; cgroupPath: string; controlPath: string } | undefined;
+  if (values['proxy-listen'] || values['proxy-cgroup']) {
+    const hp = /^\[?([^\]]+?)\]?:(\d+)$/.exec(values['proxy-listen'] ?? '');
+    if (!hp || !values['proxy-cgroup']) fail('agent: --proxy-listen HOST:PORT and --proxy-cgroup PATH go together');
+    proxy = { host: hp[1], port: Number(hp[2]), cgroupPath: values['proxy-cgroup'], controlPath: values['proxy-control']! };
+  }
   const agent = new Agent({
     source,
+    proxy,
     cgroupPath: values.cgroup,
     bpffsDir: values.bpffs,
     nodeName: values['node-name'],

@@ -1,0 +1,110 @@
+// The local channel between the agent and the node's L7 proxy: a unix socket the proxy listens on,
+// carrying one JSON object per line. The agent sends the L7 policies and the identity table after
+// every change; the proxy compiles them and answers ok (now in force) or an error (the previous
+// policies stay in force).
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import type { L7Policy } from '../mesh-agent/model/types';
+
+export const DEFAULT_PROXY_CONTROL = '/run/sockmesh/proxy.sock';
+
+export interface ProxyConfigMessage {
+  type: 'config';
+  version: number;
+  l7: L7Policy[];
+  /** [identity number, SPIFFE id] */
+  identities: Array<[number, string]>;
+}
+
+export type ProxyReply = { ok: true; version: number } | { ok: false; version: number; error: string };
+
+function lines(sock: net.Socket, onLine: (l: string) => void): void {
+  let buf = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d: string) => {
+    buf += d;
+    if (buf.length > 64 << 20) {
+      sock.destroy(new Error('control message too large'));
+      return;
+    }
+    for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) onLine(buf.slice(0, i));
+  });
+}
+
+/** Proxy side: serve the control socket; `apply` returns null when the config is in force, or the error. */
+export function serveControl(socketPath: string, apply: (m: ProxyConfigMessage) => string | null): net.Server {
+  fs.rmSync(socketPath, { force: true });
+  const server = net.createServer((sock) => {
+    lines(sock, (line) => {
+      let reply: ProxyReply;
+      let version = 0;
+      try {
+        const m = JSON.parse(line) as ProxyConfigMessage;
+        version = m.version;
+        if (m.type !== 'config' || !Array.isArray(m.l7) || !Array.isArray(m.identities)) throw new Error('not a config message');
+        const err = apply(m);
+        reply = err === null ? { ok: true, version } : { ok: false, version, error: err };
+      } catch (e) {
+        reply = { ok: false, version, error: (e as Error).message };
+      }
+      sock.write(JSON.stringify(reply) + '\n');
+    });
+    sock.on('error', () => undefined);
+  });
+  server.listen(socketPath, () => fs.chmodSync(socketPath, 0o600));
+  return server;
+}
+
+/**
+ * Agent side: keeps the latest config and delivers it whenever the proxy is (re)connected.
+ * Emits 'reply' with each answer.
+ */
+export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; error: [Error] }> {
+  private sock?: net.Socket;
+  private latest?: ProxyConfigMessage;
+  private timer?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(private readonly socketPath: string, private readonly retryMs = 1000) {
+    super();
+    this.connect();
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    const sock = net.connect(this.socketPath);
+    sock.on('connect', () => {
+      this.sock = sock;
+      if (this.latest) sock.write(JSON.stringify(this.latest) + '\n');
+    });
+    lines(sock, (l) => {
+      try {
+        this.emit('reply', JSON.parse(l) as ProxyReply);
+      } catch {
+        /* ignore garbage */
+      }
+    });
+    sock.on('error', (e) => this.emit('error', e));
+    sock.on('close', () => {
+      this.sock = undefined;
+      if (!this.closed) {
+        this.timer = setTimeout(() => this.connect(), this.retryMs);
+        this.timer.unref();
+      }
+    });
+  }
+
+  send(m: Omit<ProxyConfigMessage, 'type' | 'version'>): number {
+    const version = (this.latest?.version ?? 0) + 1;
+    this.latest = { type: 'config', version, ...m };
+    this.sock?.write(JSON.stringify(this.latest) + '\n');
+    return version;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.sock?.destroy();
+  }
+}
