@@ -27,6 +27,51 @@ static __always_inline int sm_is_local(const __be32 *addr, __u8 family)
 	return bpf_map_lookup_elem(&sm_local_eps, &k) != 0;
 }
 
+/*
+ * A client socket that connect4/6 steered to the L7 proxy is up: publish where it was going and
+ * who it is, keyed by its own address (what the proxy sees as its peer).
+ */
+static __always_inline void sm_publish_steer(struct bpf_sock_ops *skops, const struct sm_sock_key *key)
+{
+	struct sm_steer_value v;
+	struct sm_steer_key k;
+	struct sm_sock_state *st;
+	struct sm_local_ep *ep;
+	struct sm_ip_key ik;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+	if (!st || !st->steered)
+		return;
+	__builtin_memset(&k, 0, sizeof(k));
+	__builtin_memset(&v, 0, sizeof(v));
+	__builtin_memset(&ik, 0, sizeof(ik));
+	k.addr[0] = key->local[0];
+	k.addr[1] = key->local[1];
+	k.addr[2] = key->local[2];
+	k.addr[3] = key->local[3];
+	k.port = key->local_port;
+	k.family = key->family;
+	v.orig[0] = st->orig[0];
+	v.orig[1] = st->orig[1];
+	v.orig[2] = st->orig[2];
+	v.orig[3] = st->orig[3];
+	v.orig_port = st->orig_port;
+	v.orig_family = st->orig_family;
+	ik.addr[0] = key->local[0];
+	ik.addr[1] = key->local[1];
+	ik.addr[2] = key->local[2];
+	ik.addr[3] = key->local[3];
+	ik.family = key->family;
+	ep = bpf_map_lookup_elem(&sm_local_eps, &ik);
+	if (ep)
+		v.identity = ep->identity;
+	if (bpf_map_update_elem(&sm_steer, &k, &v, BPF_ANY))
+		sm_count(SM_CNT_MAP_ERROR, 1);
+}
+
 SEC("sockops")
 int sm_sockops(struct bpf_sock_ops *skops)
 {
@@ -49,6 +94,8 @@ int sm_sockops(struct bpf_sock_ops *skops)
 	}
 	if (sm_key_from_sockops(skops, &key))
 		return 1;
+	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		sm_publish_steer(skops, &key);
 	if (!sm_is_local(key.local, key.family) || !sm_is_local(key.remote, key.family)) {
 		sm_count(SM_CNT_SOCK_NOT_LOCAL, 1);
 		return 1;

@@ -15,11 +15,15 @@
 //   transfer   --target HOST:PORT --bytes N [--chunk K] [--conns C] [--mode echo|sink] [--seed S]
 //   udp        --target HOST:PORT [--payload S] [--count N] [--reply-timeout-ms T]
 //   pingpong   --target HOST:PORT --size S --rounds R [--warmup W] [--conns C]
+//   serve-http --port P --name N          serve-grpc --port P --name N
+//   http       --target HOST:PORT --path P [--host H] [--method M]
+//   grpc       --target HOST:PORT --method Allowed|Forbidden
 //   connect    --target HOST:PORT [--connect-timeout-ms T]
 // IPv6 targets are written [addr]:port.
 
 import { createHash } from 'node:crypto';
 import * as dgram from 'node:dgram';
+import * as http from 'node:http';
 import * as net from 'node:net';
 
 type Flags = Record<string, string | true>;
@@ -659,10 +663,14 @@ async function main(): Promise<void> {
     udp,
     pingpong,
     connect: connectOnce,
+    http: httpGet,
+    grpc: grpcCall,
   };
   try {
     if (cmd === 'serve') return serve(flags);
     if (cmd === 'serve-udp') return serveUdp(flags);
+    if (cmd === 'serve-http') return serveHttp(flags);
+    if (cmd === 'serve-grpc') return serveGrpc(flags);
     const fn = clients[cmd];
     if (!fn) throw new UsageError(`unknown subcommand '${cmd}'`);
     const defTimeout = cmd === 'connect-loop' ? int(flags, 'duration-ms', 0) + 60_000 : 60_000;
@@ -682,6 +690,85 @@ async function main(): Promise<void> {
     out({ error: 'exception', message: (e as Error).message });
     process.exit(1);
   }
+}
+
+// ---- HTTP and gRPC (L7 proxy tests) ----------------------------------------------------------
+
+/** serve-http --port P --name N: answers every request with JSON {name, method, path, host}. */
+function serveHttp(f: Flags): void {
+  const name = str(f, 'name');
+  const server = http.createServer((req, res) => {
+    const body = JSON.stringify({ name, method: req.method, path: req.url, host: req.headers.host ?? null });
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end(body));
+  });
+  server.listen({ port: int(f, 'port'), host: str(f, 'host', '::') }, () => out({ event: 'listening', proto: 'http', name }));
+}
+
+// A generic gRPC service with raw-bytes messages, so no .proto file is needed.
+const rawBytes = { serialize: (b: Buffer) => b, deserialize: (b: Buffer) => b };
+const GRPC_METHODS = ['Allowed', 'Forbidden'];
+function echoService(): Record<string, unknown> {
+  return Object.fromEntries(
+    GRPC_METHODS.map((m) => [
+      m,
+      { path: `/echo.Echo/${m}`, requestStream: false, responseStream: false, requestSerialize: rawBytes.serialize, requestDeserialize: rawBytes.deserialize, responseSerialize: rawBytes.serialize, responseDeserialize: rawBytes.deserialize },
+    ]),
+  );
+}
+
+/** serve-grpc --port P --name N: echo.Echo/{Allowed,Forbidden} answer with the server's name. */
+function serveGrpc(f: Flags): void {
+  const grpc = require('@grpc/grpc-js') as typeof import('@grpc/grpc-js');
+  const name = str(f, 'name');
+  const server = new grpc.Server();
+  const reply = (_call: unknown, cb: (e: null, r: Buffer) => void) => cb(null, Buffer.from(name));
+  server.addService(echoService() as never, Object.fromEntries(GRPC_METHODS.map((m) => [m, reply])));
+  server.bindAsync(`[::]:${int(f, 'port')}`, grpc.ServerCredentials.createInsecure(), (err) => {
+    if (err) throw err;
+    out({ event: 'listening', proto: 'grpc', name });
+  });
+}
+
+/** http --target HOST:PORT --path P [--host H] [--method M]: one request; prints status and body. */
+async function httpGet(f: Flags): Promise<void> {
+  const t = parseTarget(str(f, 'target'));
+  const headers: Record<string, string> = {};
+  if (f.host) headers.host = str(f, 'host');
+  await new Promise<void>((resolve) => {
+    const req = http.request({ host: t.host, port: t.port, path: str(f, 'path', '/'), method: str(f, 'method', 'GET'), headers, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        out({ status: res.statusCode, body, peer: { address: req.socket?.remoteAddress, port: req.socket?.remotePort } });
+        resolve();
+      });
+    });
+    req.on('error', (e) => {
+      out({ status: null, err: code(e) });
+      resolve();
+    });
+    req.end();
+  });
+}
+
+/** grpc --target HOST:PORT --method Allowed|Forbidden: one unary call; prints the status. */
+async function grpcCall(f: Flags): Promise<void> {
+  const grpc = require('@grpc/grpc-js') as typeof import('@grpc/grpc-js');
+  const t = parseTarget(str(f, 'target'));
+  const Client = grpc.makeGenericClientConstructor(echoService() as never, 'Echo');
+  const client = new Client(t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`, grpc.credentials.createInsecure()) as unknown as Record<
+    string,
+    (req: Buffer, cb: (e: { code: number; details: string } | null, r?: Buffer) => void) => void
+  >;
+  const method = str(f, 'method');
+  await new Promise<void>((resolve) => {
+    client[method](Buffer.from('hi'), (e, r) => {
+      out(e ? { ok: false, code: e.code, details: e.details } : { ok: true, code: 0, reply: r!.toString() });
+      resolve();
+    });
+  });
 }
 
 void main();
