@@ -9,6 +9,8 @@ import { formatStatus, readStatus } from './status';
 import { FileSource } from '../sources/source';
 import { XdsSource } from '../sources/xds';
 import { DEFAULT_PROXY_CONTROL } from '../../proxy/control';
+import { runProxyCli } from '../../proxy/main';
+import { runAuthzCheckCli } from '../../proxy/rbac';
 import { runTranslateCli } from '../../xds/translate';
 import { runControlPlaneCli } from '../../xds/server/control-plane';
 
@@ -30,6 +32,11 @@ commands:
         a local xDS control plane: serves FILE (the agent's format, plus raw resources under xds:)
         as Envoy (CDS/EDS/LDS/RDS) and Istio ambient (Address, Authorization) resources, State of
         the World and Delta, and pushes changes when FILE changes
+  proxy --listen HOST:PORT [--bpffs DIR] [--control SOCKET] [--metrics 127.0.0.1:PORT]
+        the node's L7 proxy (HTTP authorization with Envoy RBAC semantics) for steered connections
+  authz check --rbac FILE [--rbac FILE ...] --method M --path P [--header K:V ...] [--source-ip IP]
+        [--source-principal SPIFFE] [--dest-ip IP] [--dest-port N] [--sni NAME] [--json]
+        evaluate RBAC filter files (as in the fixtures) for one request, with the proxy's evaluator
   xds translate FILE [--json]
         an Envoy admin config dump or a list of ambient resources -> the sockmesh model, with
         warnings naming what was skipped and why
@@ -156,6 +163,14 @@ export async function main(argv: string[]): Promise<void> {
         const { values } = parseArgs({ args: rest.slice(1), options: { bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR } } });
         const r = Datapath.remove(values.bpffs);
         process.stdout.write(`removed datapath at ${values.bpffs}; detached: ${r.detached.join(', ') || 'nothing'}\n`);
+        return;
+      }
+      case 'proxy':
+        await runProxyCli(rest);
+        return;
+      case 'authz': {
+        if (rest[0] !== 'check') fail(USAGE);
+        process.exitCode = runAuthzCheckCli(rest.slice(1));
         return;
       }
       case 'control-plane':

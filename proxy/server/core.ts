@@ -1,0 +1,249 @@
+// What both protocol front ends share: per-connection state, the policy decision, and the one
+// access-log line + metrics per request.
+import type * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { ConnectionOrigin, DryRunResult, Evaluator, RequestAttributes } from '../types';
+import { createProxyMetrics, type DecisionLabel, type ProxyMetrics } from './metrics';
+import type { ProxyConfig } from './options';
+import { canonicalIp, hostPort, type OriginResult } from './origin';
+import { PolicyTable } from './policies';
+import { Upstreams } from './upstream';
+
+export type OriginOk = Extract<OriginResult, { ok: true }>;
+
+/** An HTTP/1.1 request being served on a connection, as the parse-error path needs to see it. */
+export interface Http1Current {
+  rec: RequestRecord;
+  headersSent(): boolean;
+  /** The connection is being failed (parse error / timeout): write nothing more, stop the upstream. */
+  kill(): void;
+}
+
+export class ConnState {
+  private static nextId = 1;
+  readonly id = ConnState.nextId++;
+  readonly clientIp: string;
+  readonly clientPort: number;
+  readonly origin: Promise<OriginResult>;
+  protocol?: 'http1' | 'h2';
+  /** HTTP/1.1: one request served at a time; later pipelined ones wait here with the socket paused. */
+  readonly h1 = {
+    busy: false,
+    queue: [] as (() => void)[],
+    current: undefined as Http1Current | undefined,
+    failed: false,
+  };
+  session?: http2.ServerHttp2Session;
+  h2Streams = 0;
+  requests = 0;
+
+  constructor(
+    readonly socket: net.Socket,
+    origin: Promise<OriginResult>,
+  ) {
+    this.clientIp = canonicalIp(socket.remoteAddress ?? '');
+    this.clientPort = socket.remotePort ?? 0;
+    this.origin = origin;
+  }
+
+  get client(): string {
+    return hostPort(this.clientIp, this.clientPort);
+  }
+}
+
+/** The access-log line of one request, filled in as the request goes, written once. */
+export class RequestRecord {
+  readonly time = new Date().toISOString();
+  readonly started = performance.now();
+  method?: string;
+  path?: string;
+  authority?: string;
+  principal?: string;
+  destination?: string;
+  decision: DecisionLabel = 'rejected';
+  policy?: string;
+  filter?: string;
+  reason?: string;
+  dryRun: DryRunResult[] = [];
+  logged: string[] = [];
+  unsupported: string[] = [];
+  status = 0;
+  grpcStatus?: number;
+  upstreamStarted?: number;
+  upstreamMs?: number;
+  bytesIn = 0;
+  bytesOut = 0;
+  upstreamError?: string;
+  error?: string;
+  upgraded = false;
+  private observed = false;
+  private done = false;
+
+  constructor(
+    private readonly core: ProxyCore,
+    readonly conn: ConnState | undefined,
+    readonly protocol: string,
+  ) {}
+
+  setOrigin(o: OriginOk): void {
+    this.destination = o.destination;
+    this.principal = o.origin.principal;
+  }
+
+  markUpstreamStart(): void {
+    this.upstreamStarted = performance.now();
+  }
+
+  markUpstreamHeaders(): void {
+    if (this.upstreamStarted !== undefined) this.upstreamMs = round(performance.now() - this.upstreamStarted);
+  }
+
+  /** Observe the duration now (an upgrade: the tunnel's lifetime is not a request latency). */
+  observeDuration(): void {
+    if (this.observed) return;
+    this.observed = true;
+    this.core.metrics.duration.observe((performance.now() - this.started) / 1000);
+  }
+
+  finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.observeDuration();
+    const m = this.core.metrics;
+    m.requests.inc({ decision: this.decision, policy: this.policy ?? '', code: String(this.status) });
+    const write = this.core.cfg.accessLog;
+    if (!write) return;
+    const line: Record<string, unknown> = {
+      time: this.time,
+      protocol: this.protocol,
+      client: this.conn?.client,
+      principal: this.principal,
+      method: this.method,
+      path: this.path,
+      authority: this.authority,
+      destination: this.destination,
+      decision: this.decision,
+      policy: this.policy,
+      filter: this.filter,
+      reason: this.reason,
+      dryRun: this.dryRun.length ? this.dryRun : undefined,
+      logged: this.logged.length ? this.logged : undefined,
+      unsupported: this.unsupported.length ? this.unsupported : undefined,
+      status: this.status,
+      grpcStatus: this.grpcStatus,
+      upstreamMs: this.upstreamMs,
+      durationMs: round(performance.now() - this.started),
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      upgraded: this.upgraded || undefined,
+      upstreamError: this.upstreamError,
+      error: this.error,
+    };
+    try {
+      write(JSON.stringify(line));
+    } catch (err) {
+      this.core.cfg.logger.error('access log write failed', { err });
+    }
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+export class ProxyCore {
+  readonly metrics: ProxyMetrics;
+  readonly upstreams: Upstreams;
+  readonly conns = new Map<net.Socket, ConnState>();
+  closing = false;
+  private table: PolicyTable;
+  /** Destinations already logged as "no policy" under the current table (log once, not per request). */
+  private readonly unpoliced = new Set<string>();
+
+  constructor(
+    readonly cfg: ProxyConfig,
+    policies?: ReadonlyMap<string, Evaluator>,
+  ) {
+    this.metrics = createProxyMetrics();
+    this.upstreams = new Upstreams(cfg);
+    this.table = new PolicyTable(policies);
+  }
+
+  setPolicies(map: ReadonlyMap<string, Evaluator>): void {
+    this.table = new PolicyTable(map);
+    this.unpoliced.clear();
+    this.cfg.logger.info('policies replaced', { destinations: this.table.size });
+  }
+
+  record(conn: ConnState | undefined, protocol: string): RequestRecord {
+    if (conn) conn.requests++;
+    return new RequestRecord(this, conn, protocol);
+  }
+
+  /**
+   * Looks the evaluator up now (not per connection), evaluates, and fills in the record.
+   * No evaluator → allow; a throwing evaluator → deny.
+   */
+  authorize(attrs: RequestAttributes, origin: OriginOk, rec: RequestRecord): boolean {
+    const entry = this.table.lookup(origin.origin.destinationIp, origin.origin.destinationPort);
+    if (!entry) {
+      rec.decision = 'none';
+      if (!this.unpoliced.has(origin.destination)) {
+        this.unpoliced.add(origin.destination);
+        this.cfg.logger.info('no policy for destination; requests are allowed', { destination: origin.destination });
+      }
+      return true;
+    }
+    try {
+      const d = entry.evaluator.evaluate(attrs);
+      rec.decision = d.allow ? 'allow' : 'deny';
+      rec.filter = d.filter;
+      rec.policy = d.policy;
+      rec.reason = d.reason;
+      rec.dryRun = d.dryRun ?? [];
+      rec.logged = d.logged ?? [];
+      rec.unsupported = d.unsupported ?? [];
+      for (const r of rec.dryRun) if (r.policy !== undefined) this.metrics.dryRunMatches.inc({ policy: r.policy });
+      return d.allow === true;
+    } catch (err) {
+      rec.decision = 'error';
+      rec.reason = 'evaluator failed';
+      rec.error = err instanceof Error ? err.message : String(err);
+      this.cfg.logger.error('policy evaluation failed; request denied', { destination: origin.destination, key: entry.key, err });
+      return false;
+    }
+  }
+}
+
+export function buildAttributes(a: {
+  method: string;
+  path: string;
+  authority: string | undefined;
+  scheme: string;
+  /** Forwarded fields joined for matching (headersForMatching). */
+  headers: Record<string, string>;
+  conn: ConnState;
+  origin: ConnectionOrigin;
+}): RequestAttributes {
+  const headers: Record<string, string> = { ...a.headers, ':method': a.method, ':path': a.path, ':scheme': a.scheme };
+  if (a.authority !== undefined) {
+    headers[':authority'] = a.authority;
+    // Envoy keeps Host only as :authority, and a header rule on "host" matches it there; both
+    // names are given so either form of rule sees the same value.
+    headers.host = a.authority;
+  }
+  const attrs: RequestAttributes = {
+    method: a.method,
+    path: a.path,
+    headers,
+    sourceIp: a.conn.clientIp,
+    sourcePort: a.conn.clientPort,
+    directRemoteIp: a.conn.clientIp,
+    remoteIp: a.conn.clientIp,
+    destinationIp: a.origin.destinationIp,
+    destinationPort: a.origin.destinationPort,
+  };
+  if (a.origin.principal !== undefined) attrs.principal = a.origin.principal;
+  return attrs;
+}

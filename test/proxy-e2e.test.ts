@@ -1,0 +1,230 @@
+// The L7 path end to end in the sandbox: agent -> kernel steering -> `sockmesh proxy` -> backend.
+// A pod calls a service VIP that has HTTP rules: the kernel sends the connection to the node's
+// proxy, which learns the original destination and the caller's identity from the kernel map, not
+// from the request. Services without HTTP rules never touch the proxy.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ChildProcess, spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Agent } from '../mesh-agent/agent';
+import { Datapath } from '../mesh-agent/datapath/datapath';
+import { createLogger } from '../mesh-agent/log';
+import type { Model } from '../mesh-agent/model/types';
+import type { ModelSource, ModelSourceEvents, SourceSnapshot } from '../mesh-agent/sources/source';
+import { Sandbox, ServerHandle } from '../sandbox/sandbox';
+import { kernelSkip } from './kernel';
+
+const MAIN = path.resolve(__dirname, '../mesh-agent/cli/main.js');
+const VIP_HTTP = '198.19.0.50';
+const VIP_GRPC = '198.19.0.51';
+const VIP_PLAIN = '198.19.0.52';
+const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
+
+class StaticSource extends EventEmitter<ModelSourceEvents> implements ModelSource {
+  readonly description = 'test model';
+  constructor(private readonly snap: SourceSnapshot) {
+    super();
+  }
+  async start(): Promise<SourceSnapshot> {
+    return this.snap;
+  }
+  stop(): void {}
+}
+
+describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
+  let sb: Sandbox;
+  let dir: string;
+  let agent: Agent;
+  let proxy: ChildProcess;
+  let proxyOut = '';
+  let proxyErr = '';
+  let bpffs: string;
+  const servers: ServerHandle[] = [];
+
+  const model = (): Model => {
+    const ip = (n: string) => sb.pod(n).ipv4;
+    return {
+      services: [
+        { namespace: 'default', name: 'web', vips: [VIP_HTTP], ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }] },
+        { namespace: 'default', name: 'grpc', vips: [VIP_GRPC], ports: [{ port: 9090, protocol: 'TCP' }] },
+        { namespace: 'default', name: 'plain', vips: [VIP_PLAIN], ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }] },
+      ],
+      endpoints: [
+        { service: 'default/web', address: ip('web1'), weight: 1, healthy: true },
+        { service: 'default/grpc', address: ip('web1'), weight: 1, healthy: true },
+        { service: 'default/plain', address: ip('web2'), weight: 1, healthy: true },
+      ],
+      workloads: ['client', 'other', 'web1', 'web2'].map((n) => ({
+        namespace: 'default',
+        name: n,
+        serviceAccount: n,
+        ips: [ip(n)],
+        node: 'node1',
+      })),
+      policies: {
+        l4: [],
+        l7: [
+          {
+            destination: { ip: VIP_HTTP, port: 80 },
+            filters: [
+              {
+                name: 'envoy.filters.http.rbac',
+                config: {
+                  '@type': RBAC,
+                  rules: { action: 'DENY', policies: { 'deny-admin': { permissions: [{ urlPath: { path: { prefix: '/deny' } } }], principals: [{ any: true }] } } },
+                },
+              },
+              {
+                name: 'envoy.filters.http.rbac',
+                config: {
+                  '@type': RBAC,
+                  rules: {
+                    action: 'ALLOW',
+                    policies: {
+                      'allow-client': {
+                        permissions: [{ any: true }],
+                        principals: [{ authenticated: { principalName: { exact: 'spiffe://cluster.local/ns/default/sa/client' } } }],
+                      },
+                    },
+                  },
+                },
+              },
+            ],
+          },
+          {
+            destination: { service: 'default/grpc', port: 9090 },
+            filters: [
+              {
+                name: 'envoy.filters.http.rbac',
+                config: {
+                  '@type': RBAC,
+                  rules: { action: 'DENY', policies: { 'deny-forbidden': { permissions: [{ urlPath: { path: { exact: '/echo.Echo/Forbidden' } } }], principals: [{ any: true }] } } },
+                },
+              },
+            ],
+          },
+        ],
+      },
+    };
+  };
+
+  const http = async (pod: string, target: string, p: string, host?: string) =>
+    (await sb.podtool(pod, ['http', '--target', target, '--path', p, ...(host ? ['--host', host] : [])])).last;
+  const counters = () => {
+    const dp = Datapath.openPinned(bpffs);
+    try {
+      return dp.counters();
+    } finally {
+      dp.close();
+    }
+  };
+  const proxyRequests = () => proxyOut.split('\n').filter((l) => l.startsWith('{')).length;
+
+  before(async () => {
+    sb = await Sandbox.create({
+      nodes: [{ name: 'node1', pods: [{ name: 'client' }, { name: 'other' }, { name: 'web1' }, { name: 'web2' }, { name: 'proxy' }] }],
+    });
+    servers.push(await sb.startServer('web1', ['serve-http', '--port', '8080', '--name', 'web1']));
+    servers.push(await sb.startServer('web1', ['serve-grpc', '--port', '9090', '--name', 'web1']));
+    servers.push(await sb.startServer('web2', ['serve-http', '--port', '8080', '--name', 'web2']));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockmesh-l7-'));
+    bpffs = path.join(sb.ensureBpffsDir(), 'l7');
+    const control = path.join(dir, 'proxy.sock');
+    const proxyPod = sb.pod('proxy');
+    agent = new Agent({
+      source: new StaticSource({ model: model(), nodeName: 'node1' }),
+      cgroupPath: sb.node('node1').cgroupPath,
+      bpffsDir: bpffs,
+      proxy: { host: proxyPod.ipv4, port: 15001, cgroupPath: proxyPod.cgroupPath, controlPath: control },
+      log: createLogger({ level: 'warn' }),
+    });
+    assert.deepEqual((await agent.start()).errors, []);
+    // The proxy runs in its pod's network namespace and cgroup (exempt from steering, so its own
+    // upstream connects are translated to backends). nsenter, not `ip netns exec`, so that it sees
+    // the host's /sys/fs/bpf.
+    proxy = spawn(
+      'sh',
+      [
+        '-c',
+        `echo $$ > "${proxyPod.cgroupPath}/cgroup.procs" && exec nsenter --net=/run/netns/${proxyPod.netns} -- "$@"`,
+        'sh',
+        process.execPath,
+        '-e',
+        `require(${JSON.stringify(MAIN)}).main(process.argv.slice(1))`,
+        'proxy',
+        '--listen',
+        `${proxyPod.ipv4}:15001`,
+        '--bpffs',
+        bpffs,
+        '--control',
+        control,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    proxy.stdout!.on('data', (d) => (proxyOut += d));
+    proxy.stderr!.on('data', (d) => (proxyErr += d));
+    for (let i = 0; i < 200 && !proxyErr.includes('"policies applied"'); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(proxyErr, /"policies applied"/, proxyErr);
+  });
+
+  after(async () => {
+    proxy?.kill('SIGKILL');
+    agent?.stop();
+    for (const s of servers) await s.stop();
+    if (bpffs && fs.existsSync(bpffs)) Datapath.remove(bpffs);
+    await sb?.teardown();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('an allowed request is steered through the proxy to the backend; the client still sees the VIP', async () => {
+    const before = counters().l7_steered;
+    const r = await http('client', `${VIP_HTTP}:80`, '/hello');
+    assert.equal(r.status, 200, JSON.stringify(r));
+    assert.equal(JSON.parse(r.body).name, 'web1');
+    assert.deepEqual(r.peer, { address: VIP_HTTP, port: 80 });
+    assert.equal(counters().l7_steered - before, 1n);
+    assert.match(proxyOut, /"\/hello"/);
+  });
+
+  test('a denied path gets 403 RBAC: access denied', async () => {
+    const r = await http('client', `${VIP_HTTP}:80`, '/deny/this');
+    assert.equal(r.status, 403);
+    assert.equal(r.body, 'RBAC: access denied');
+  });
+
+  test('the caller identity comes from the kernel: another workload is not allowed', async () => {
+    const r = await http('other', `${VIP_HTTP}:80`, '/hello');
+    assert.equal(r.status, 403);
+  });
+
+  test('gRPC: a denied method gets status 7, an allowed one passes', async () => {
+    const denied = (await sb.podtool('client', ['grpc', '--target', `${VIP_GRPC}:9090`, '--method', 'Forbidden'])).last;
+    assert.equal(denied.code, 7, JSON.stringify(denied));
+    const ok = (await sb.podtool('client', ['grpc', '--target', `${VIP_GRPC}:9090`, '--method', 'Allowed'])).last;
+    assert.deepEqual(ok, { ok: true, code: 0, reply: 'web1' });
+  });
+
+  test('a forged Host still goes only to the kernel-recorded destination', async () => {
+    const r = await http('client', `${VIP_HTTP}:80`, '/hello', `${VIP_PLAIN}:80`);
+    assert.equal(r.status, 200);
+    assert.equal(JSON.parse(r.body).name, 'web1', 'the Host header must not choose the upstream');
+  });
+
+  test('a service without HTTP rules bypasses the proxy', async () => {
+    const steered = counters().l7_steered;
+    const requests = proxyRequests();
+    const r = await http('client', `${VIP_PLAIN}:80`, '/hello');
+    assert.equal(r.status, 200);
+    assert.equal(JSON.parse(r.body).name, 'web2');
+    assert.equal(counters().l7_steered, steered);
+    assert.equal(proxyRequests(), requests, 'the proxy saw a request for a service without HTTP rules');
+  });
+
+  test('the proxy refuses a connection the kernel did not steer (no open relay)', async () => {
+    const r = await http('client', `${sb.pod('proxy').ipv4}:15001`, '/hello', `${VIP_HTTP}:80`);
+    assert.notEqual(r.status, 200);
+  });
+});
