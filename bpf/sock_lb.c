@@ -14,6 +14,7 @@
 #include "include/sockmesh_types.h"
 #include "include/maps.h"
 #include "include/lb.h"
+#include "include/policy.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -71,6 +72,13 @@ static __always_inline int sm_steer_to_proxy(struct bpf_sock_addr *ctx, const st
 	return 1;
 }
 
+/* Refused by L4 policy: EACCES, so the application can tell it from "nothing listening". */
+static __always_inline int sm_policy_reject(void)
+{
+	bpf_set_retval(-EACCES);
+	return 0;
+}
+
 /* Reject with a real errno, counting why. */
 static __always_inline int sm_reject(enum sm_xlate why)
 {
@@ -96,11 +104,13 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 
 	res = sm_lb_xlate(&key, &be, &flags);
 	if (res == SM_XLATE_NOT_SERVICE)
-		return 1;
+		return sm_policy_allows_connect(key.addr, key.family, key.port) ? 1 : sm_policy_reject();
 	if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
-	if (flags & SM_SVC_F_L7)
-		sm_steer_to_proxy(ctx, &key, &be);
+	/* A steered connect is judged by the proxy; any other by the chosen backend's policy. */
+	if (!((flags & SM_SVC_F_L7) && sm_steer_to_proxy(ctx, &key, &be)) &&
+	    !sm_policy_allows_connect(be.addr, be.family, be.port))
+		return sm_policy_reject();
 
 	ctx->user_ip4 = be.addr[0];
 	ctx->user_port = (__u32)be.port;
@@ -146,11 +156,12 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 
 	res = sm_lb_xlate(&key, &be, &flags);
 	if (res == SM_XLATE_NOT_SERVICE)
-		return 1;
+		return sm_policy_allows_connect(key.addr, key.family, key.port) ? 1 : sm_policy_reject();
 	if (res != SM_XLATE_DONE || be.family != key.family)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
-	if (flags & SM_SVC_F_L7)
-		sm_steer_to_proxy(ctx, &key, &be);
+	if (!((flags & SM_SVC_F_L7) && sm_steer_to_proxy(ctx, &key, &be)) &&
+	    !sm_policy_allows_connect(be.addr, be.family, be.port))
+		return sm_policy_reject();
 
 	if (mapped) {
 		ctx->user_ip6[0] = 0;

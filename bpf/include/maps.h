@@ -98,6 +98,44 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_steer SEC(".maps");
 
+/* Identity of every known workload IP, cluster-wide (the source of inbound connections). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_ip_key);
+	__type(value, struct sm_local_ep);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_ip_identity SEC(".maps");
+
+/* Identity of each local pod's cgroup (the source of outbound connects: the socket is unbound). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sm_local_ep);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_cgroup_identity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_ip_key);
+	__type(value, struct sm_policy_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_policy_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_policy_key);
+	__type(value, struct sm_policy_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_policy SEC(".maps");
+
 /*
  * Never read by a program. The agent writes slot 0 of this map-in-map after switching services to
  * a new backend generation: the kernel waits for an RCU grace period before a map-in-map update

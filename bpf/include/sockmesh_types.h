@@ -160,6 +160,34 @@ struct sm_steer_value {
 	__u32 identity; /* sm_local_ep.identity of the client's IP, 0 if unknown */
 };
 
+/*
+ * L4 policy, compiled by the agent (mesh-agent/datapath/policy.ts). A destination IP with policies
+ * has a policy set (sm_policy_dst); the verdict for (set, source identity, destination port) is
+ * looked up most specific first: (set, id, port), (set, id, 0), (set, 0, port), (set, 0, 0).
+ * Identity 0 stands for every identity without entries of its own; port 0 for every port without
+ * entries of its own. The agent always writes (set, 0, 0).
+ */
+#define SM_VERDICT_ALLOW 1
+#define SM_VERDICT_DENY 2
+
+struct sm_policy_dst {
+	__u32 set;
+	__u32 flags; /* reserved, zero */
+};
+
+struct sm_policy_key {
+	__u32 set;
+	__u32 identity;
+	__be16 port;
+	__u8 pad[2];
+};
+
+struct sm_policy_value {
+	__u8 verdict; /* SM_VERDICT_* */
+	__u8 pad[3];
+	__u32 rule; /* which policy decided, for `sockmesh trace` and logs */
+};
+
 /* Indexes of the per-CPU counter array sm_counters. Keep in step with COUNTER_NAMES in codecs.ts. */
 enum sm_counter {
 	SM_CNT_CONNECT_XLATE = 0,  /* connect() to a VIP translated to a backend */
@@ -174,6 +202,8 @@ enum sm_counter {
 	SM_CNT_MSG_FALLBACK,       /* sendmsg on a local pair that took the normal TCP path */
 	SM_CNT_MAP_ERROR,          /* a map update the datapath needed failed */
 	SM_CNT_L7_STEERED,         /* connect() to a service with HTTP rules steered to the L7 proxy */
+	SM_CNT_POLICY_DENY_CONNECT, /* connect()/sendmsg() refused by L4 policy (EACCES) */
+	SM_CNT_POLICY_DENY_INGRESS, /* inbound SYN to a local pod dropped by L4 policy */
 	SM_CNT_MAX,
 };
 

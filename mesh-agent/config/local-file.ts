@@ -21,7 +21,7 @@ const TOP_KEYS = ['node', 'services', 'endpoints', 'workloads'] as const;
 const SERVICE_KEYS = ['name', 'namespace', 'vips', 'ports'] as const;
 const PORT_KEYS = ['name', 'port', 'protocol', 'targetPort'] as const;
 const ENDPOINT_KEYS = ['service', 'address', 'port', 'servicePort', 'weight', 'healthy', 'node'] as const;
-const WORKLOAD_KEYS = ['name', 'namespace', 'serviceAccount', 'ips', 'node'] as const;
+const WORKLOAD_KEYS = ['name', 'namespace', 'serviceAccount', 'ips', 'node', 'cgroup'] as const;
 
 export const MAX_WEIGHT = 1_000_000;
 
@@ -612,6 +612,8 @@ function validate(c: Checker, contents: unknown): LoadedConfig {
     const namespace = c.name(f, 'namespace', p, item, false, 'label') ?? 'default';
     const serviceAccount = c.name(f, 'serviceAccount', p, item, false, 'subdomain') ?? 'default';
     const node = c.name(f, 'node', p, item, false, 'node');
+    const cgroup = c.str(f, 'cgroup', p, item, false);
+    if (cgroup !== undefined && !cgroup.startsWith('/')) c.err(`${p}.cgroup`, 'must be an absolute path to the pod\'s cgroup v2 directory', f.get('cgroup')?.value, item);
     let idOk = c.count === before && name !== undefined;
     const ref = `${namespace}/${name}`;
 
@@ -650,6 +652,7 @@ function validate(c: Checker, contents: unknown): LoadedConfig {
     if (!idOk) return;
     const wl: Workload = { namespace, name: name as string, serviceAccount, ips };
     if (node !== undefined) wl.node = node;
+    if (cgroup !== undefined) wl.cgroup = cgroup;
     model.workloads.push(wl);
   });
 

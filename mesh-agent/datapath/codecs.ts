@@ -428,6 +428,68 @@ export const steerValue = codec<SteerValue>(
   }),
 );
 
+// --- L4 policy: struct sm_policy_dst / sm_policy_key / sm_policy_value ---------------------
+export const VERDICT_ALLOW = 1;
+export const VERDICT_DENY = 2;
+
+export interface PolicyDst {
+  set: number;
+}
+export const policyDst = codec<PolicyDst>(
+  'sm_policy_dst',
+  8,
+  [
+    ['set', 'u32'],
+    ['flags', 'u32'],
+  ],
+  (v) => ({ set: v.set, flags: 0 }),
+  (r) => ({ set: r.set as number }),
+);
+
+export interface PolicyKey {
+  set: number;
+  identity: number;
+  /** 0: every port without an entry of its own */
+  port: number;
+}
+export const policyKey = codec<PolicyKey>(
+  'sm_policy_key',
+  12,
+  [
+    ['set', 'u32'],
+    ['identity', 'u32'],
+    ['port', 'be16'],
+    ['pad', 'pad', 2],
+  ],
+  (v) => ({ set: v.set, identity: v.identity, port: v.port }),
+  (r) => ({ set: r.set as number, identity: r.identity as number, port: r.port as number }),
+);
+
+export interface PolicyValue {
+  verdict: number;
+  rule: number;
+}
+export const policyValue = codec<PolicyValue>(
+  'sm_policy_value',
+  8,
+  [
+    ['verdict', 'u8'],
+    ['pad', 'pad', 3],
+    ['rule', 'u32'],
+  ],
+  (v) => ({ verdict: v.verdict, rule: v.rule }),
+  (r) => ({ verdict: r.verdict as number, rule: r.rule as number }),
+);
+
+/** Key of sm_cgroup_identity: a cgroup id (u64, host order). */
+export const cgroupId = codec<{ id: bigint }>(
+  'sm_cgroup_id',
+  8,
+  [['id', 'u64']],
+  (v) => ({ id: v.id }),
+  (r) => ({ id: r.id as bigint }),
+);
+
 /** All codecs, for the BTF layout check. */
 export const ALL_CODECS: ReadonlyArray<StructCodec<never>> = [
   svcKey,
@@ -443,6 +505,9 @@ export const ALL_CODECS: ReadonlyArray<StructCodec<never>> = [
   config,
   steerKey,
   steerValue,
+  policyDst,
+  policyKey,
+  policyValue,
 ] as unknown as ReadonlyArray<StructCodec<never>>;
 
 /** Names of enum sm_counter, in index order (bpf/include/sockmesh_types.h). */
@@ -459,6 +524,8 @@ export const COUNTER_NAMES = [
   'msg_fallback',
   'map_errors',
   'l7_steered',
+  'policy_deny_connect',
+  'policy_deny_ingress',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
@@ -476,4 +543,6 @@ export const COUNTER_ENUMERATORS: Record<CounterName, string> = {
   msg_fallback: 'SM_CNT_MSG_FALLBACK',
   map_errors: 'SM_CNT_MAP_ERROR',
   l7_steered: 'SM_CNT_L7_STEERED',
+  policy_deny_connect: 'SM_CNT_POLICY_DENY_CONNECT',
+  policy_deny_ingress: 'SM_CNT_POLICY_DENY_INGRESS',
 };

@@ -14,7 +14,7 @@ import { RawMap } from './maps';
 
 export const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/sockmesh';
 
-export const OBJECTS = ['sock_lb.bpf.o', 'sock_redir.bpf.o'] as const;
+export const OBJECTS = ['sock_lb.bpf.o', 'sock_redir.bpf.o', 'skb_policy.bpf.o'] as const;
 
 export type MapName =
   | 'sm_services'
@@ -26,6 +26,10 @@ export type MapName =
   | 'sm_counters'
   | 'sm_config'
   | 'sm_steer'
+  | 'sm_ip_identity'
+  | 'sm_cgroup_identity'
+  | 'sm_policy_dst'
+  | 'sm_policy'
   | 'sm_rcu_sync';
 
 export const MAP_NAMES: readonly MapName[] = [
@@ -38,11 +42,26 @@ export const MAP_NAMES: readonly MapName[] = [
   'sm_counters',
   'sm_config',
   'sm_steer',
+  'sm_ip_identity',
+  'sm_cgroup_identity',
+  'sm_policy_dst',
+  'sm_policy',
   'sm_rcu_sync',
 ];
 
 /** Maps whose capacity an operator may set (settings `mapSizes`). */
-export const SIZABLE_MAPS: readonly MapName[] = ['sm_services', 'sm_backends', 'sm_revnat', 'sm_local_eps', 'sm_sockhash', 'sm_steer'];
+export const SIZABLE_MAPS: readonly MapName[] = [
+  'sm_services',
+  'sm_backends',
+  'sm_revnat',
+  'sm_local_eps',
+  'sm_sockhash',
+  'sm_steer',
+  'sm_ip_identity',
+  'sm_cgroup_identity',
+  'sm_policy_dst',
+  'sm_policy',
+];
 
 export interface DatapathSettings {
   /** cgroup v2 directory whose sockets are meshed (in Kubernetes: the pods' parent cgroup). */

@@ -20,8 +20,15 @@ import {
   IPPROTO_UDP,
   ipKey,
   IpKey,
+  cgroupId,
   LocalEp,
   localEp,
+  PolicyDst,
+  policyDst,
+  PolicyKey,
+  policyKey,
+  PolicyValue,
+  policyValue,
   slotKey,
   SlotKey,
   SvcKey,
@@ -33,7 +40,9 @@ import type { Datapath } from './datapath';
 import { familyOf, mustCanonicalIp as canonicalIp } from '../model/ip';
 import { mapFullError, TypedMap } from './maps';
 import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
+import * as fs from 'node:fs';
 import { identityTable, spiffeId } from '../model/identity';
+import { CompiledPolicy, compilePolicies, policyEntryKey } from './policy';
 
 /** SM_SVC_F_L7 in bpf/include/sockmesh_types.h */
 export const SVC_F_L7 = 1;
@@ -49,6 +58,11 @@ export interface DesiredService {
 export interface DesiredState {
   services: Map<string, DesiredService>;
   localEps: Map<string, LocalEp>;
+  /** Identity of every known workload IP (inbound policy). */
+  ipIdentities: Map<string, LocalEp>;
+  /** Identity of each local pod cgroup, by cgroup id (outbound policy). */
+  cgroupIdentities: Map<bigint, LocalEp>;
+  policy: CompiledPolicy;
   /** identity number -> SPIFFE id, for the L7 proxy (the kernel carries only the number). */
   identities: Map<number, string>;
 }
@@ -62,6 +76,12 @@ export interface ApplyReport {
   slotsDeleted: number;
   localEpsAdded: number;
   localEpsRemoved: number;
+  /** Identity entries (by IP and by cgroup) written or removed. */
+  identitiesChanged: number;
+  /** L4 policy table entries written / deleted, destinations switched. */
+  policyEntriesWritten: number;
+  policyEntriesDeleted: number;
+  policyDstsChanged: number;
   /** Changes that could not be applied (each left the service as it was). */
   errors: SockmeshError[];
   durationMs: number;
@@ -125,11 +145,29 @@ export function desiredState(model: Model, nodeName: string | undefined, maxSlot
   }
   const ids = identityTable(model.workloads);
   const localEps = new Map<string, LocalEp>();
+  const ipIdentities = new Map<string, LocalEp>();
+  const cgroupIdentities = new Map<bigint, LocalEp>();
   for (const w of model.workloads) {
+    const ep = { identity: ids.get(spiffeId(w)) ?? 0, flags: 0 };
+    for (const ip of w.ips) ipIdentities.set(canonicalIp(ip), ep);
     if (nodeName === undefined || w.node !== nodeName) continue;
-    for (const ip of w.ips) localEps.set(canonicalIp(ip), { identity: ids.get(spiffeId(w)) ?? 0, flags: 0 });
+    for (const ip of w.ips) localEps.set(canonicalIp(ip), ep);
+    if (w.cgroup) {
+      try {
+        cgroupIdentities.set(fs.statSync(w.cgroup, { bigint: true }).ino, ep);
+      } catch {
+        /* the pod's cgroup is gone (or not there yet): nothing to map */
+      }
+    }
   }
-  return { services, localEps, identities: new Map([...ids].map(([spiffe, n]) => [n, spiffe])) };
+  return {
+    services,
+    localEps,
+    ipIdentities,
+    cgroupIdentities,
+    policy: compilePolicies(model),
+    identities: new Map([...ids].map(([spiffe, n]) => [n, spiffe])),
+  };
 }
 
 function sameSlots(a: Backend[] | null, b: Backend[]): boolean {
@@ -142,8 +180,16 @@ export class Reconciler {
   private readonly svc: TypedMap<SvcKey, SvcValue>;
   private readonly slotsMap: TypedMap<SlotKey, Backend>;
   private readonly eps: TypedMap<IpKey, LocalEp>;
+  private readonly ipIds: TypedMap<IpKey, LocalEp>;
+  private readonly cgIds: TypedMap<{ id: bigint }, LocalEp>;
+  private readonly polDst: TypedMap<IpKey, PolicyDst>;
+  private readonly pol: TypedMap<PolicyKey, PolicyValue>;
   private current = new Map<string, Current>();
   private currentEps = new Map<string, LocalEp>();
+  private currentIpIds = new Map<string, LocalEp>();
+  private currentCgIds = new Map<bigint, LocalEp>();
+  private currentPolDst = new Map<string, PolicyDst>();
+  private currentPol = new Map<string, { key: PolicyKey; value: PolicyValue }>();
   private usedIds = new Set<number>();
   private nextId = 1;
   private slotEntries = 0;
@@ -152,6 +198,10 @@ export class Reconciler {
     this.svc = new TypedMap(dp.maps.sm_services, svcKey, svcValue);
     this.slotsMap = new TypedMap(dp.maps.sm_backends, slotKey, backendCodec);
     this.eps = new TypedMap(dp.maps.sm_local_eps, ipKey, localEp);
+    this.ipIds = new TypedMap(dp.maps.sm_ip_identity, ipKey, localEp);
+    this.cgIds = new TypedMap(dp.maps.sm_cgroup_identity, cgroupId, localEp);
+    this.polDst = new TypedMap(dp.maps.sm_policy_dst, ipKey, policyDst);
+    this.pol = new TypedMap(dp.maps.sm_policy, policyKey, policyValue);
   }
 
   /**
@@ -191,6 +241,10 @@ export class Reconciler {
     this.slotsMap.deleteMany(orphans);
     this.slotEntries = allSlots.length - orphans.length;
     this.currentEps = new Map(this.eps.entries().map(([k, v]) => [k.ip, v]));
+    this.currentIpIds = new Map(this.ipIds.entries().map(([k, v]) => [k.ip, v]));
+    this.currentCgIds = new Map(this.cgIds.entries().map(([k, v]) => [k.id, v]));
+    this.currentPolDst = new Map(this.polDst.entries().map(([k, v]) => [k.ip, v]));
+    this.currentPol = new Map(this.pol.entries().map(([key, value]) => [policyEntryKey(key), { key, value }]));
     return { services: this.current.size, slots: this.slotEntries, localEps: this.currentEps.size, orphanSlotsDeleted: orphans.length };
   }
 
@@ -246,6 +300,10 @@ export class Reconciler {
         slotsDeleted: first.slotsDeleted + second.slotsDeleted,
         localEpsAdded: first.localEpsAdded + second.localEpsAdded,
         localEpsRemoved: first.localEpsRemoved + second.localEpsRemoved,
+        identitiesChanged: first.identitiesChanged + second.identitiesChanged,
+        policyEntriesWritten: first.policyEntriesWritten + second.policyEntriesWritten,
+        policyEntriesDeleted: first.policyEntriesDeleted + second.policyEntriesDeleted,
+        policyDstsChanged: first.policyDstsChanged + second.policyDstsChanged,
         errors: second.errors,
         durationMs: 0,
       };
@@ -264,6 +322,10 @@ export class Reconciler {
       slotsDeleted: 0,
       localEpsAdded: 0,
       localEpsRemoved: 0,
+      identitiesChanged: 0,
+      policyEntriesWritten: 0,
+      policyEntriesDeleted: 0,
+      policyDstsChanged: 0,
       errors: [],
       durationMs: 0,
     };
@@ -387,7 +449,100 @@ export class Reconciler {
       this.currentEps.delete(ip);
       report.localEpsRemoved++;
     }
+    this.applyIdentities(desired, report);
+    this.applyPolicy(desired.policy, report);
     return report;
+  }
+
+  /** A small keyed table: write what differs, delete what is gone. */
+  private syncTable<K, V>(
+    map: TypedMap<K, V>,
+    current: Map<string | bigint, V>,
+    desired: Map<string | bigint, V>,
+    keyOf: (k: string | bigint) => K,
+    eq: (a: V, b: V) => boolean,
+    report: ApplyReport,
+  ): number {
+    let n = 0;
+    for (const [k, v] of desired) {
+      const cur = current.get(k);
+      if (cur !== undefined && eq(cur, v)) continue;
+      try {
+        map.set(keyOf(k), v);
+        current.set(k, v);
+        n++;
+      } catch (e) {
+        report.errors.push(kernelError(e, map.raw.name, map.raw.maxEntries, `entry ${String(k)}`));
+      }
+    }
+    for (const k of [...current.keys()]) {
+      if (desired.has(k)) continue;
+      try {
+        map.delete(keyOf(k));
+        current.delete(k);
+        n++;
+      } catch (e) {
+        report.errors.push(kernelError(e, map.raw.name, map.raw.maxEntries, `removing ${String(k)}`));
+      }
+    }
+    return n;
+  }
+
+  private applyIdentities(desired: DesiredState, report: ApplyReport): void {
+    const eq = (a: LocalEp, b: LocalEp) => a.identity === b.identity && a.flags === b.flags;
+    report.identitiesChanged += this.syncTable(
+      this.ipIds,
+      this.currentIpIds as Map<string | bigint, LocalEp>,
+      desired.ipIdentities as Map<string | bigint, LocalEp>,
+      (k) => ({ ip: k as string }),
+      eq,
+      report,
+    );
+    report.identitiesChanged += this.syncTable(
+      this.cgIds,
+      this.currentCgIds as Map<string | bigint, LocalEp>,
+      desired.cgroupIdentities as Map<string | bigint, LocalEp>,
+      (k) => ({ id: k as bigint }),
+      eq,
+      report,
+    );
+  }
+
+  /**
+   * Make-before-break, as for services: new verdict rows first, then destinations switch to their
+   * (new) policy set, then an RCU grace period, then rows nobody points at are deleted.
+   */
+  private applyPolicy(p: CompiledPolicy, report: ApplyReport): void {
+    for (const [k, e] of p.entries) {
+      const cur = this.currentPol.get(k);
+      if (cur && cur.value.verdict === e.value.verdict && cur.value.rule === e.value.rule) continue;
+      try {
+        this.pol.set(e.key, e.value);
+        this.currentPol.set(k, e);
+        report.policyEntriesWritten++;
+      } catch (e2) {
+        report.errors.push(kernelError(e2, this.pol.raw.name, this.pol.raw.maxEntries, 'L4 policy table'));
+        return; // do not point destinations at an incomplete table
+      }
+    }
+    report.policyDstsChanged += this.syncTable(
+      this.polDst,
+      this.currentPolDst as Map<string | bigint, PolicyDst>,
+      new Map([...p.dsts].map(([ip, set]) => [ip, { set }])) as Map<string | bigint, PolicyDst>,
+      (k) => ({ ip: k as string }),
+      (a, b) => a.set === b.set,
+      report,
+    );
+    const stale = [...this.currentPol.keys()].filter((k) => !p.entries.has(k));
+    if (!stale.length) return;
+    try {
+      this.dp.rcuSync();
+      this.pol.deleteMany(stale.map((k) => this.currentPol.get(k)!.key));
+      for (const k of stale) this.currentPol.delete(k);
+      report.policyEntriesDeleted += stale.length;
+    } catch (e) {
+      report.errors.push(kernelError(e, this.pol.raw.name, this.pol.raw.maxEntries, 'deleting stale L4 policy rows'));
+    }
   }
 
   private safeDeleteSlots(svcId: number, gen: number, count: number, report: ApplyReport): number {

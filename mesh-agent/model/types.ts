@@ -63,6 +63,12 @@ export interface Workload {
   trustDomain?: string;
   /** Workload.status from ambient: unhealthy workloads are not chosen as backends. */
   healthy?: boolean;
+  /**
+   * cgroup v2 directory of a local pod (the Kubernetes source derives it from the pod uid). The
+   * datapath knows the caller of connect() by its cgroup; without it, outbound L4 policy sees the
+   * pod as an unknown identity.
+   */
+  cgroup?: string;
 }
 
 export interface Model {
