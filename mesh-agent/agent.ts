@@ -13,7 +13,10 @@ import * as fs from 'node:fs';
 import { isIP } from 'node:net';
 import { ProxyControlClient } from '../proxy/control';
 import { acquireAgentLock } from './lock';
+import { L7Policy, Model, serviceRef } from './model/types';
 import { createLogger, Logger } from './log';
+import { AgentMetrics, xdsEventsOf, xdsStateOf } from './metrics';
+import { AdminHandlers, AdminServer, describeSource, Readiness, SourceInfo } from './admin';
 
 export interface AgentOptions extends DatapathSettings {
   /** Where the model comes from; `configPath` is shorthand for a FileSource. */
@@ -30,6 +33,31 @@ export interface AgentOptions extends DatapathSettings {
    */
   proxy?: { host: string; port: number; cgroupPath: string; controlPath: string };
   log?: Logger;
+  /**
+   * The admin endpoint (/metrics, /healthz, /readyz, /config-dump, /debug/state): a loopback
+   * `HOST:PORT` or `unix:/PATH`; anything else is refused. Absent: no admin endpoint.
+   */
+  admin?: { listen: string };
+}
+
+/** What the agent last received and applied (admin /config-dump and /readyz read it). */
+export interface AgentSnapshot {
+  /** The last model from the source, as received, with where it came from; undefined before. */
+  received?: { snapshot: SourceSnapshot; source: SourceInfo; at: Date };
+  /** The last apply of it to the kernel; undefined before. */
+  applied?: { report: ApplyReport; at: Date };
+  /** The last input the source rejected (the config in force stayed). */
+  rejected?: { error: Error; at: Date };
+  nodeName: string;
+}
+
+/** L7 policies keyed by VIP: a destination given as a service becomes one entry per VIP. */
+function l7ByVip(model: Model): L7Policy[] {
+  return (model.policies?.l7 ?? []).flatMap((p) => {
+    if (p.destination.ip || !p.destination.service) return [p];
+    const svc = model.services.find((s) => serviceRef(s) === p.destination.service);
+    return (svc?.vips ?? []).map((ip) => ({ ...p, destination: { ...p.destination, ip } }));
+  });
 }
 
 export interface AgentEvents {
@@ -51,21 +79,54 @@ export class Agent extends EventEmitter<AgentEvents> {
   private lastProxyConfig = '';
   /** Reports of every apply, newest last (tests and status read them). */
   readonly reports: ApplyReport[] = [];
+  /** Prometheus metrics (served on the admin endpoint's /metrics). */
+  readonly metrics: AgentMetrics;
+  private admin?: AdminServer;
+  private attached = false;
+  private last: Omit<AgentSnapshot, 'nodeName'> = {};
+  private readonly startedAt = new Date();
 
   constructor(private readonly opts: AgentOptions) {
     super();
     this.log = opts.log ?? createLogger({ component: 'agent' });
+    this.metrics = new AgentMetrics(
+      { datapath: () => this.dp, xdsState: () => xdsStateOf(this.source) },
+      { onCollectError: (what, e) => this.log.warn('metrics: kernel read failed', { what, error: e as Error }) },
+    );
   }
 
   /** Validate config, take the agent lock, install or adopt the datapath, apply the config. */
   async start(): Promise<ApplyReport> {
     if (!this.opts.source && !this.opts.configPath) throw new Error('agent: a source or a configPath is required');
     this.source = this.opts.source ?? new FileSource(this.opts.configPath!);
-    const initial = await this.source.start(); // rejects on invalid input before anything is touched
+    // The admin endpoint comes up first, so /healthz answers and /readyz says what is awaited while
+    // a control plane is slow to send the first config. An address in use is reported only once
+    // the agent lock is ours: a second agent on the same datapath must fail with SM_AGENT_RUNNING.
+    let adminInUse: unknown;
+    if (this.opts.admin) {
+      try {
+        this.admin = await AdminServer.start(this.opts.admin.listen, this.adminHandlers(), this.log);
+        this.log.info('admin endpoint listening', { address: this.admin.url });
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'EADDRINUSE') throw e;
+        adminInUse = e;
+      }
+    }
     let report: ApplyReport;
     try {
+      const starting = this.source.start(); // rejects on invalid input before anything is touched
+      const xdsEvents = xdsEventsOf(this.source); // created inside start(): hook before its first response
+      if (xdsEvents) this.metrics.watchXds(xdsEvents);
+      const initial = await starting;
       this.releaseLock = await acquireAgentLock(this.opts.bpffsDir ?? DEFAULT_BPFFS_DIR);
-      this.dp = Datapath.install(this.opts);
+      if (adminInUse) throw adminInUse;
+      try {
+        this.dp = Datapath.install(this.opts);
+      } catch (e) {
+        this.metrics.attachFailed();
+        throw e;
+      }
+      this.attached = true;
       for (const p of this.dp.programs) {
         this.log.info('program', { name: p.name, attach: p.attachType, outcome: p.outcome, progId: p.progId, linkId: p.linkId });
       }
@@ -80,6 +141,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     this.source.on('update', (cfg) => this.applyConfig(cfg));
     this.source.on('invalid', (err) => {
+      this.last.rejected = { error: err, at: new Date() };
       this.log.error('config rejected; keeping the last good config', {
         code: (err as { code?: string }).code,
         source: this.source?.description,
@@ -113,10 +175,18 @@ export class Agent extends EventEmitter<AgentEvents> {
   private applyConfig(cfg: SourceSnapshot): ApplyReport {
     clearTimeout(this.retryTimer);
     this.nodeName = this.opts.nodeName ?? cfg.nodeName ?? os.hostname();
+    if (this.last.received?.snapshot !== cfg) {
+      // Versions as of receipt: they belong to this model (a later rejected edit does not).
+      const source = describeSource(this.source, xdsStateOf(this.source), this.opts.configPath);
+      this.last.received = { snapshot: cfg, source, at: new Date() };
+    }
     const desired = desiredState(cfg.model, this.nodeName, this.opts.maxSlots);
     const report = this.reconciler!.apply(desired);
+    const appliedAt = new Date();
+    this.last.applied = { report, at: appliedAt };
+    this.metrics.observeApply(report, appliedAt);
     if (this.proxyControl) {
-      const msg = { l7: cfg.model.policies?.l7 ?? [], identities: [...desired.identities] };
+      const msg = { l7: l7ByVip(cfg.model), identities: [...desired.identities] };
       const json = JSON.stringify(msg);
       if (json !== this.lastProxyConfig) {
         this.lastProxyConfig = json;
@@ -138,6 +208,70 @@ export class Agent extends EventEmitter<AgentEvents> {
     return report;
   }
 
+  /** What the agent last received from its source and applied (admin /config-dump, /readyz). */
+  snapshot(): AgentSnapshot {
+    return { ...this.last, nodeName: this.nodeName };
+  }
+
+  /** Ready once the programs are attached and the first config is applied (admin /readyz). */
+  readiness(): Readiness {
+    const { received, applied } = this.last;
+    if (!this.attached) {
+      if (received) return { ready: false, reason: 'attaching the datapath programs' };
+      return { ready: false, reason: `waiting for the first config from ${this.source?.description ?? 'the source'}` };
+    }
+    if (!applied) return { ready: false, reason: 'applying the first config' };
+    const errors = applied.report.errors.length;
+    return {
+      ready: true,
+      reason: errors ? `config applied with ${errors} change(s) not applied (retried)` : 'programs attached, config applied',
+      appliedAt: applied.at.toISOString(),
+      applyErrors: errors,
+    };
+  }
+
+  /** The admin endpoint's address (the real port when 0 was asked for); undefined without one. */
+  get adminAddress(): string | undefined {
+    return this.admin?.url;
+  }
+
+  private adminHandlers(): AdminHandlers {
+    return {
+      registry: this.metrics.registry,
+      readiness: () => this.readiness(),
+      configDump: () => {
+        const r = this.last.received;
+        if (!r) return null;
+        const a = this.last.applied;
+        return {
+          source: r.source,
+          nodeName: this.nodeName,
+          receivedAt: r.at.toISOString(),
+          ...(r.snapshot.nodeName !== undefined ? { sourceNodeName: r.snapshot.nodeName } : {}),
+          model: r.snapshot.model,
+          lastApply: a ? applySummary(a.report, a.at) : null,
+        };
+      },
+      debugState: () => ({
+        pid: process.pid,
+        startedAt: this.startedAt.toISOString(),
+        uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+        nodeName: this.nodeName,
+        readiness: this.readiness(),
+        source: describeSource(this.source, xdsStateOf(this.source), this.opts.configPath),
+        datapath: {
+          bpffsDir: this.opts.bpffsDir ?? DEFAULT_BPFFS_DIR,
+          cgroupPath: this.opts.cgroupPath,
+          programs: this.dp?.programs ?? [],
+          proxy: this.opts.proxy ? { host: this.opts.proxy.host, port: this.opts.proxy.port, cgroupPath: this.opts.proxy.cgroupPath } : null,
+        },
+        applies: this.reports.length,
+        lastApply: this.last.applied ? applySummary(this.last.applied.report, this.last.applied.at) : null,
+        lastRejected: this.last.rejected ? { at: this.last.rejected.at.toISOString(), error: this.last.rejected.error.message } : null,
+      }),
+    };
+  }
+
   get datapath(): Datapath {
     if (!this.dp) throw new Error('agent not started');
     return this.dp;
@@ -146,6 +280,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Stop watching and close fds. The datapath stays pinned and keeps working. */
   stop(): void {
     clearTimeout(this.retryTimer);
+    this.admin?.close();
+    this.admin = undefined;
+    void this.metrics.close();
+    this.attached = false;
     this.proxyControl?.close();
     this.source?.stop();
     this.dp?.close();
@@ -153,4 +291,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.releaseLock?.();
     this.releaseLock = undefined;
   }
+}
+
+function applySummary(r: ApplyReport, at: Date): Record<string, unknown> {
+  const { errors, ...counts } = r;
+  return { at: at.toISOString(), ...counts, errors: errors.map((e) => ({ code: e.code, message: e.message, ...(Object.keys(e.details ?? {}).length ? { details: e.details } : {}) })) };
 }

@@ -13,6 +13,10 @@ import { runProxyCli } from '../../proxy/main';
 import { runAuthzCheckCli } from '../../proxy/rbac';
 import { runTranslateCli } from '../../xds/translate';
 import { runControlPlaneCli } from '../../xds/server/control-plane';
+import { DEFAULT_ADMIN_LISTEN, parseAdminAddress } from '../admin';
+import { runConfigDumpCli } from './config-dump';
+import { runDumpCli } from './dump';
+import { runTraceCli } from './trace';
 
 const USAGE = `usage: sockmesh <command> [options]
 
@@ -20,10 +24,20 @@ commands:
   agent (--config FILE | --xds HOST:PORT) --cgroup PATH [--bpffs DIR] [--node-name NAME]
         [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
         [--xds-token-file FILE] [--proxy-listen HOST:PORT --proxy-cgroup PATH [--proxy-control SOCKET]]
+        [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
         run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
-        change) or from an xDS control plane (ADS), keep the kernel in step
+        change) or from an xDS control plane (ADS), keep the kernel in step; the admin endpoint
+        (loopback or unix socket only) serves /metrics, /healthz, /readyz, /config-dump, /debug/state
   status [--bpffs DIR] [--json]
         attached programs, map usage and datapath counters
+  dump services|endpoints|identities|policies|sockets [--bpffs DIR] [--json]
+        what the kernel maps hold: services with backend shares, backends -> services, local pod
+        identities (SPIFFE ids from the agent: [--admin ADDR|none]), L4 policy maps, sockhash
+  trace --from POD_IP --to VIP:PORT [--proto tcp|udp] [--bpffs DIR] [--json]
+        what the datapath will do with such a connection: service, backends and shares, identity,
+        same-node redirect, L7 steering, L4 policy
+  config-dump [--admin ADDR]
+        the config the running agent received (model, source versions, last apply)
   config check FILE
         validate a config file (exit 1 with FILE:LINE:COL: PATH: REASON lines if invalid)
   datapath remove [--bpffs DIR]
@@ -41,7 +55,7 @@ commands:
         an Envoy admin config dump or a list of ambient resources -> the sockmesh model, with
         warnings naming what was skipped and why
 
-defaults: --bpffs ${DEFAULT_BPFFS_DIR}
+defaults: --bpffs ${DEFAULT_BPFFS_DIR}, --admin ${DEFAULT_ADMIN_LISTEN}
 `;
 
 function fail(msg: string, code = 2): never {
@@ -79,6 +93,7 @@ async function runAgent(args: string[]): Promise<void> {
       bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR },
       'node-name': { type: 'string' },
       'map-size': { type: 'string', multiple: true },
+      admin: { type: 'string', default: DEFAULT_ADMIN_LISTEN },
     },
   });
   if (!values.cgroup || !!values.config === !!values.xds) {
@@ -87,6 +102,14 @@ async function runAgent(args: string[]): Promise<void> {
   const mode = values['xds-mode'];
   if (mode !== 'sotw' && mode !== 'delta') fail(`agent: --xds-mode must be sotw or delta`);
   if (!!values['xds-cert'] !== !!values['xds-key']) fail('agent: --xds-cert and --xds-key go together');
+  const admin = values.admin === 'none' ? undefined : { listen: values.admin! };
+  if (admin) {
+    try {
+      parseAdminAddress(admin.listen); // refuse a non-loopback address before anything starts
+    } catch (e) {
+      fail(`agent: --admin: ${(e as Error).message}`);
+    }
+  }
   const log = createLogger({ component: 'agent' });
   const source = values.xds
     ? new XdsSource({
@@ -112,6 +135,7 @@ async function runAgent(args: string[]): Promise<void> {
     nodeName: values['node-name'],
     mapSizes: parseMapSizes(values['map-size']),
     log,
+    admin,
   });
   try {
     await agent.start();
@@ -120,7 +144,7 @@ async function runAgent(args: string[]): Promise<void> {
     const err = e as SockmeshError;
     fail(`sockmesh agent: ${err.code ? err.code + ': ' : ''}${err.message}`, 1);
   }
-  log.info('agent running', { source: source.description, cgroup: values.cgroup, bpffs: values.bpffs });
+  log.info('agent running', { source: source.description, cgroup: values.cgroup, bpffs: values.bpffs, admin: agent.adminAddress ?? 'none' });
   const stop = (sig: string) => {
     log.info('stopping; the datapath stays attached', { signal: sig });
     agent.stop();
@@ -145,6 +169,15 @@ export async function main(argv: string[]): Promise<void> {
         process.stdout.write(values.json ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s) + '\n');
         return;
       }
+      case 'dump':
+        process.exitCode = await runDumpCli(rest);
+        return;
+      case 'trace':
+        process.exitCode = runTraceCli(rest);
+        return;
+      case 'config-dump':
+        process.exitCode = await runConfigDumpCli(rest);
+        return;
       case 'config': {
         if (rest[0] !== 'check' || !rest[1]) fail(USAGE);
         try {
