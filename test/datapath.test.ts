@@ -280,7 +280,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     const bad = path.join(dir, 'bad.yaml');
     fs.writeFileSync(bad, 'services:\n  - name: web\n    vip: [198.19.0.10]\n    ports: [{ port: 80 }]\n');
     const progsBefore = Datapath.readPrograms(bpffs);
-    const r = spawnSync(SOCKMESH, ['agent', '--config', bad, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs], {
+    const r = spawnSync(SOCKMESH, ['agent', '--config', bad, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs, '--admin', 'none'], {
       encoding: 'utf8',
     });
     assert.equal(r.status, 1);
@@ -292,7 +292,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     agent!.stop();
     agent = undefined;
     const runAgent = () =>
-      spawn(SOCKMESH, ['agent', '--config', cfgPath, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs], {
+      spawn(SOCKMESH, ['agent', '--config', cfgPath, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs, '--admin', 'none'], {
         stdio: ['ignore', 'ignore', 'pipe'],
       });
     const logsOf = (p: ReturnType<typeof runAgent>) => {
@@ -347,7 +347,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     assert.equal(progs.length, 11);
     assert.deepEqual(progs.filter((l) => l.outcome !== 'adopted'), [], 'programs re-attached instead of adopted');
     // A second agent on the same datapath is refused while this one runs.
-    const dup = spawnSync(SOCKMESH, ['agent', '--config', cfgPath, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs], {
+    const dup = spawnSync(SOCKMESH, ['agent', '--config', cfgPath, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs, '--admin', 'none'], {
       encoding: 'utf8',
     });
     assert.equal(dup.status, 1);
@@ -376,7 +376,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     assert.equal(svc.entries, 10);
     assert.equal(svc.capacity, 65536);
     assert.ok(Number(j.counters.connect_translated) > 400);
-    const t = execFileSync(SOCKMESH, ['status', '--bpffs', bpffs], { encoding: 'utf8' });
+    const t = execFileSync(SOCKMESH, ['status', '--bpffs', bpffs, '--admin', 'none'], { encoding: 'utf8' });
     assert.match(t, /sm_connect4\s+cgroup_inet4_connect/);
     assert.match(t, /sm_services\s+10\s+65536/);
   });

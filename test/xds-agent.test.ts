@@ -67,7 +67,7 @@ workloads:
     bpffs = path.join(sb.ensureBpffsDir(), 'xds');
     agent = spawn(
       SOCKMESH,
-      ['agent', '--xds', `127.0.0.1:${port}`, '--xds-mode', 'delta', '--node-name', 'node1', '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs],
+      ['agent', '--xds', `127.0.0.1:${port}`, '--xds-mode', 'delta', '--node-name', 'node1', '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs, '--admin', 'none'],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let err = '';

@@ -2,12 +2,15 @@
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent';
 import { isConfigError, loadConfigFile } from '../config';
-import { Datapath, DEFAULT_BPFFS_DIR, MapName, SIZABLE_MAPS } from '../datapath/datapath';
+import { Datapath, DEFAULT_BPFFS_DIR, findCgroup2Mount, MapName, SIZABLE_MAPS } from '../datapath/datapath';
 import { SockmeshError } from '../errors';
 import { createLogger } from '../log';
 import { formatStatus, readStatus } from './status';
 import { FileSource } from '../sources/source';
 import { XdsSource } from '../sources/xds';
+import { KubernetesSource } from '../sources/kubernetes';
+import { MergedSource } from '../sources/merge';
+import type { ModelSource } from '../sources/source';
 import { DEFAULT_PROXY_CONTROL } from '../../proxy/control';
 import { runProxyCli } from '../../proxy/main';
 import { runAuthzCheckCli } from '../../proxy/rbac';
@@ -21,9 +24,9 @@ import { runTraceCli } from './trace';
 const USAGE = `usage: sockmesh <command> [options]
 
 commands:
-  agent (--config FILE | --xds HOST:PORT) --cgroup PATH [--bpffs DIR] [--node-name NAME]
+  agent (--config FILE | --xds HOST:PORT | --kubernetes) [--kubernetes] --cgroup PATH [--bpffs DIR] [--node-name NAME]
         [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
-        [--xds-token-file FILE] [--proxy-listen HOST:PORT --proxy-cgroup PATH [--proxy-control SOCKET]]
+        [--xds-token-file FILE] [--cgroup-driver auto|systemd|cgroupfs|none] [--proxy-listen HOST:PORT --proxy-cgroup PATH [--proxy-control SOCKET]]
         [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
         run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
         change) or from an xDS control plane (ADS), keep the kernel in step; the admin endpoint
@@ -94,11 +97,16 @@ async function runAgent(args: string[]): Promise<void> {
       'node-name': { type: 'string' },
       'map-size': { type: 'string', multiple: true },
       admin: { type: 'string', default: DEFAULT_ADMIN_LISTEN },
+      kubernetes: { type: 'boolean', default: false },
+      'cgroup-driver': { type: 'string', default: 'auto' },
     },
   });
-  if (!values.cgroup || !!values.config === !!values.xds) {
-    fail(`agent: --cgroup and exactly one of --config and --xds are required\n\n${USAGE}`);
+  if (!values.cgroup || (values.config && values.xds) || (!values.config && !values.xds && !values.kubernetes)) {
+    fail(`agent: --cgroup and one of --config, --xds or --kubernetes (which may accompany either) are required\n\n${USAGE}`);
   }
+  if (values.kubernetes && !values['node-name']) fail('agent: --kubernetes needs --node-name (the Kubernetes node this agent runs on)');
+  const driver = values['cgroup-driver'];
+  if (!['auto', 'systemd', 'cgroupfs', 'none'].includes(driver!)) fail('agent: --cgroup-driver must be auto, systemd, cgroupfs or none');
   const mode = values['xds-mode'];
   if (mode !== 'sotw' && mode !== 'delta') fail(`agent: --xds-mode must be sotw or delta`);
   if (!!values['xds-cert'] !== !!values['xds-key']) fail('agent: --xds-cert and --xds-key go together');
@@ -111,7 +119,7 @@ async function runAgent(args: string[]): Promise<void> {
     }
   }
   const log = createLogger({ component: 'agent' });
-  const source = values.xds
+  const primary: ModelSource | undefined = values.xds
     ? new XdsSource({
         server: values.xds,
         mode,
@@ -120,7 +128,21 @@ async function runAgent(args: string[]): Promise<void> {
         tokenFile: values['xds-token-file'],
         log,
       })
-    : new FileSource(values.config!);
+    : values.config
+      ? new FileSource(values.config)
+      : undefined;
+  // Kubernetes: this node's enrolled pods (with their cgroups); also Services and EndpointSlices
+  // when there is no control plane or file to describe services.
+  const pods = values.kubernetes
+    ? new KubernetesSource({
+        nodeName: values['node-name']!,
+        services: primary === undefined,
+        cgroupRoot: findCgroup2Mount(),
+        cgroupDriver: driver as 'auto' | 'systemd' | 'cgroupfs' | 'none',
+        log,
+      })
+    : undefined;
+  const source: ModelSource = primary && pods ? new MergedSource(primary, pods, values['node-name']) : (primary ?? pods)!;
   let proxy: { host: string; port: number; cgroupPath: string; controlPath: string } | undefined;
   if (values['proxy-listen'] || values['proxy-cgroup']) {
     const hp = /^\[?([^\]]+?)\]?:(\d+)$/.exec(values['proxy-listen'] ?? '');
