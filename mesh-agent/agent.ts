@@ -31,7 +31,7 @@ export interface AgentOptions extends DatapathSettings {
    * The node's L7 proxy: connects to services with HTTP rules are steered to `host:port`; the
    * proxy's cgroup is exempt; policies and identities are pushed to it over `controlPath`.
    */
-  proxy?: { host: string; port: number; cgroupPath: string; controlPath: string };
+  proxy?: { host: string; port: number; cgroupPath?: string; controlPath: string };
   log?: Logger;
   /**
    * The admin endpoint (/metrics, /healthz, /readyz, /config-dump, /debug/state): a loopback
@@ -159,12 +159,17 @@ export class Agent extends EventEmitter<AgentEvents> {
       return;
     }
     const fam = isIP(p.host);
-    this.dp!.configureProxy({
-      proxyCgroupId: fs.statSync(p.cgroupPath, { bigint: true }).ino,
-      proxyPort: p.port,
-      ...(fam === 4 ? { proxy4: p.host } : { proxy6: p.host }),
-    });
+    // Steering is on from the start, so HTTP rules fail closed while no proxy runs (connects to
+    // those services are refused). The proxy's own cgroup, exempt from steering, comes from
+    // --proxy-cgroup or from the proxy itself when it connects (its hello).
+    const configure = (cgroupId: bigint) =>
+      this.dp!.configureProxy({ proxyCgroupId: cgroupId, proxyPort: p.port, ...(fam === 4 ? { proxy4: p.host } : { proxy6: p.host }) });
+    configure(p.cgroupPath ? fs.statSync(p.cgroupPath, { bigint: true }).ino : 0n);
     this.proxyControl = new ProxyControlClient(p.controlPath);
+    this.proxyControl.on('hello', (h) => {
+      this.log.info('proxy connected', { cgroupId: h.cgroupId });
+      configure(BigInt(h.cgroupId));
+    });
     this.proxyControl.on('error', (e) => this.log.debug('proxy control channel', { error: e.message }));
     this.proxyControl.on('reply', (r) => {
       if (r.ok) this.log.info('proxy applied policies', { version: r.version });

@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as path from 'node:path';
 import type { L7Policy } from '../mesh-agent/model/types';
 
 export const DEFAULT_PROXY_CONTROL = '/run/sockmesh/proxy.sock';
@@ -18,6 +19,24 @@ export interface ProxyConfigMessage {
 }
 
 export type ProxyReply = { ok: true; version: number } | { ok: false; version: number; error: string };
+
+/**
+ * The first line the proxy sends on every connection: its own cgroup id, which the datapath must
+ * exempt from steering (or the proxy's upstream connects would come back to itself). The proxy
+ * knows it; the agent cannot know it in advance (a container's cgroup changes with each restart).
+ */
+export interface ProxyHello {
+  type: 'hello';
+  /** decimal string (u64) */
+  cgroupId: string;
+}
+
+/** This process's cgroup v2 id: the inode of its cgroup directory (cgroup namespaces included). */
+export function ownCgroupId(cgroup2Mount: string): bigint {
+  const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  if (!line) throw new Error('no cgroup v2 entry in /proc/self/cgroup');
+  return fs.statSync(path.join(cgroup2Mount, line.slice(3)), { bigint: true }).ino;
+}
 
 function lines(sock: net.Socket, onLine: (l: string) => void): void {
   let buf = '';
@@ -33,9 +52,14 @@ function lines(sock: net.Socket, onLine: (l: string) => void): void {
 }
 
 /** Proxy side: serve the control socket; `apply` returns null when the config is in force, or the error. */
-export function serveControl(socketPath: string, apply: (m: ProxyConfigMessage) => string | null): net.Server {
+export function serveControl(
+  socketPath: string,
+  apply: (m: ProxyConfigMessage) => string | null,
+  hello?: ProxyHello,
+): net.Server {
   fs.rmSync(socketPath, { force: true });
   const server = net.createServer((sock) => {
+    if (hello) sock.write(JSON.stringify(hello) + '\n');
     lines(sock, (line) => {
       let reply: ProxyReply;
       let version = 0;
@@ -60,7 +84,7 @@ export function serveControl(socketPath: string, apply: (m: ProxyConfigMessage) 
  * Agent side: keeps the latest config and delivers it whenever the proxy is (re)connected.
  * Emits 'reply' with each answer.
  */
-export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; error: [Error] }> {
+export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hello: [ProxyHello]; error: [Error] }> {
   private sock?: net.Socket;
   private latest?: ProxyConfigMessage;
   private timer?: NodeJS.Timeout;
@@ -79,11 +103,14 @@ export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; erro
       if (this.latest) sock.write(JSON.stringify(this.latest) + '\n');
     });
     lines(sock, (l) => {
+      let m: ProxyReply | ProxyHello;
       try {
-        this.emit('reply', JSON.parse(l) as ProxyReply);
+        m = JSON.parse(l) as ProxyReply | ProxyHello;
       } catch {
-        /* ignore garbage */
+        return; // ignore garbage
       }
+      if ('type' in m && m.type === 'hello') this.emit('hello', m);
+      else this.emit('reply', m as ProxyReply);
     });
     sock.on('error', (e) => this.emit('error', e));
     sock.on('close', () => {

@@ -4,10 +4,10 @@
 // that destination. Metrics and admin stay on localhost.
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
-import { DEFAULT_BPFFS_DIR } from '../mesh-agent/datapath/datapath';
+import { DEFAULT_BPFFS_DIR, findCgroup2Mount } from '../mesh-agent/datapath/datapath';
 import { createLogger, type Logger } from '../mesh-agent/log';
 import { canonicalIp } from '../mesh-agent/model/ip';
-import { DEFAULT_PROXY_CONTROL, ProxyConfigMessage, serveControl } from './control';
+import { DEFAULT_PROXY_CONTROL, ownCgroupId, ProxyConfigMessage, serveControl } from './control';
 import { KernelOrigins } from './origin';
 import { compileRbacFilters } from './rbac';
 import { createL7Proxy } from './server';
@@ -61,7 +61,9 @@ export async function runProxyCli(args: string[]): Promise<void> {
     accessLog: (line) => process.stdout.write(line + '\n'),
     logger: log,
   });
-  serveControl(values.control!, (m) => {
+  serveControl(
+    values.control!,
+    (m) => {
     let table: Map<string, Evaluator>;
     try {
       table = compilePolicies(m, log);
@@ -73,7 +75,9 @@ export async function runProxyCli(args: string[]): Promise<void> {
     proxy.setPolicies(table);
     log.info('policies applied', { version: m.version, destinations: table.size, identities: m.identities.length });
     return null;
-  });
+    },
+    { type: 'hello', cgroupId: ownCgroupId(findCgroup2Mount()).toString() },
+  );
   for (const l of listens) await proxy.listen({ host: l!.host, port: l!.port });
   if (values.metrics) {
     const m = splitHostPort(values.metrics);

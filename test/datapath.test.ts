@@ -376,7 +376,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     assert.equal(svc.entries, 10);
     assert.equal(svc.capacity, 65536);
     assert.ok(Number(j.counters.connect_translated) > 400);
-    const t = execFileSync(SOCKMESH, ['status', '--bpffs', bpffs, '--admin', 'none'], { encoding: 'utf8' });
+    const t = execFileSync(SOCKMESH, ['status', '--bpffs', bpffs], { encoding: 'utf8' });
     assert.match(t, /sm_connect4\s+cgroup_inet4_connect/);
     assert.match(t, /sm_services\s+10\s+65536/);
   });

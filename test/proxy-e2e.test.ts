@@ -138,7 +138,8 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
       source: new StaticSource({ model: model(), nodeName: 'node1' }),
       cgroupPath: sb.node('node1').cgroupPath,
       bpffsDir: bpffs,
-      proxy: { host: proxyPod.ipv4, port: 15001, cgroupPath: proxyPod.cgroupPath, controlPath: control },
+      // No cgroupPath: the proxy tells the agent its own cgroup when it connects (its hello).
+      proxy: { host: proxyPod.ipv4, port: 15001, controlPath: control },
       log: createLogger({ level: 'warn' }),
     });
     assert.deepEqual((await agent.start()).errors, []);
@@ -168,6 +169,10 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     proxy.stderr!.on('data', (d) => (proxyErr += d));
     for (let i = 0; i < 200 && !proxyErr.includes('"policies applied"'); i++) await new Promise((r) => setTimeout(r, 50));
     assert.match(proxyErr, /"policies applied"/, proxyErr);
+    // ...and the datapath now exempts the proxy's cgroup, learned from the proxy itself.
+    const proxyCgroup = fs.statSync(proxyPod.cgroupPath, { bigint: true }).ino;
+    for (let i = 0; i < 100 && agent.datapath.proxyConfig()?.proxyCgroupId !== proxyCgroup; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(agent.datapath.proxyConfig()?.proxyCgroupId, proxyCgroup);
   });
 
   after(async () => {

@@ -26,7 +26,7 @@ const USAGE = `usage: sockmesh <command> [options]
 commands:
   agent (--config FILE | --xds HOST:PORT | --kubernetes) [--kubernetes] --cgroup PATH [--bpffs DIR] [--node-name NAME]
         [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
-        [--xds-token-file FILE] [--cgroup-driver auto|systemd|cgroupfs|none] [--proxy-listen HOST:PORT --proxy-cgroup PATH [--proxy-control SOCKET]]
+        [--xds-token-file FILE] [--cgroup-driver auto|systemd|cgroupfs|none] [--proxy-listen HOST:PORT [--proxy-cgroup PATH] [--proxy-control SOCKET]]
         [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
         run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
         change) or from an xDS control plane (ADS), keep the kernel in step; the admin endpoint
@@ -143,10 +143,10 @@ async function runAgent(args: string[]): Promise<void> {
       })
     : undefined;
   const source: ModelSource = primary && pods ? new MergedSource(primary, pods, values['node-name']) : (primary ?? pods)!;
-  let proxy: { host: string; port: number; cgroupPath: string; controlPath: string } | undefined;
+  let proxy: { host: string; port: number; cgroupPath?: string; controlPath: string } | undefined;
   if (values['proxy-listen'] || values['proxy-cgroup']) {
     const hp = /^\[?([^\]]+?)\]?:(\d+)$/.exec(values['proxy-listen'] ?? '');
-    if (!hp || !values['proxy-cgroup']) fail('agent: --proxy-listen HOST:PORT and --proxy-cgroup PATH go together');
+    if (!hp) fail('agent: --proxy-listen HOST:PORT is required with --proxy-cgroup');
     proxy = { host: hp[1], port: Number(hp[2]), cgroupPath: values['proxy-cgroup'], controlPath: values['proxy-control']! };
   }
   const agent = new Agent({
