@@ -623,10 +623,9 @@ describe('manifests', () => {
       const listen = p.get('listen')!;
       assert.equal(listen.length, 1);
       assert.equal(hostPort(listen[0])?.host, FIELD_SAMPLES['status.hostIP'], 'the proxy listens on the node IP ($(HOST_IP))');
-      // L7 steering is off until the agent can find the proxy container's cgroup (see the TODO in
-      // daemonset.yaml); when it is turned on, both flags come together and match the proxy.
-      assert.equal(a.has('proxy-listen'), a.has('proxy-cgroup'));
-      if (a.has('proxy-listen')) assert.deepEqual(a.get('proxy-listen'), listen);
+      // The agent steers to where the proxy listens (the proxy reports its cgroup itself).
+      assert.ok(a.has('proxy-listen'), 'L7 steering is not configured');
+      assert.deepEqual(a.get('proxy-listen'), listen);
       // The declared port is the proxy's data port, and nothing else.
       assert.deepEqual(
         pod.containers.flatMap((c: any) => (c.ports ?? []).map((x: any) => `${c.name}:${x.containerPort}`)),
