@@ -13,6 +13,8 @@ const SOCKMESH = path.resolve(__dirname, '../../bin/sockmesh');
 const VIP = '198.19.0.10';
 const VIP6 = 'fd53:6f63:6b99::10';
 const VIP_REMOTE = '198.19.0.20';
+const VIP_API = '198.19.0.30';
+const MAIN = path.resolve(__dirname, '../mesh-agent/cli/main.js');
 
 function demoConfig(sb: Sandbox, web3Healthy = false): string {
   const p = (n: string) => sb.pod(n);
@@ -29,7 +31,12 @@ services:
     namespace: shop
     vips: [${VIP_REMOTE}]
     ports: [{ name: http, port: 80, targetPort: 8080 }]
+  - name: api
+    namespace: shop
+    vips: [${VIP_API}]
+    ports: [{ name: http, port: 80, targetPort: 8080 }]
 endpoints:
+  - { service: shop/api, address: ${p('api-1').ipv4} }
   - { service: shop/web, address: ${p('web-1').ipv4}, weight: 1 }
   - { service: shop/web, address: ${p('web-2').ipv4}, weight: 2 }
   - { service: shop/web, address: ${p('web-3').ipv4}, weight: 1, healthy: ${web3Healthy} }
@@ -42,6 +49,34 @@ workloads:
   - { namespace: shop, name: web-2, serviceAccount: web, ips: [${p('web-2').ipv4}, "${p('web-2').ipv6}"], node: node1 }
   - { namespace: shop, name: web-3, serviceAccount: web, ips: [${p('web-3').ipv4}, "${p('web-3').ipv6}"], node: node1 }
   - { namespace: shop, name: payments, serviceAccount: payments, ips: [${p('payments').ipv4}], node: node2 }
+  - { namespace: shop, name: api-1, serviceAccount: api, ips: [${p('api-1').ipv4}], node: node1 }
+# HTTP rules for the api service, as istiod would send them: its outbound listener with an HTTP
+# connection manager whose RBAC filter denies /admin. It replaces the generated TCP listener.
+xds:
+  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: ${VIP_API}_80
+    address: { socketAddress: { address: ${VIP_API}, portValue: 80 } }
+    filterChains:
+      - filters:
+          - name: envoy.filters.network.http_connection_manager
+            typedConfig:
+              "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+              statPrefix: outbound_${VIP_API}_80
+              routeConfig:
+                name: api
+                virtualHosts: [{ name: api, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: "outbound|80||api.shop.svc.cluster.local" } }] }]
+              httpFilters:
+                - name: envoy.filters.http.rbac
+                  typedConfig:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+                    rules:
+                      action: DENY
+                      policies:
+                        deny-admin:
+                          permissions: [{ urlPath: { path: { prefix: /admin } } }]
+                          principals: [{ any: true }]
+                - name: envoy.filters.http.router
+                  typedConfig: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
 `;
 }
 
@@ -113,7 +148,7 @@ async function main(): Promise<void> {
     nodes: [
       {
         name: 'node1',
-        pods: ['frontend', 'web-1', 'web-2', 'web-3'].map((name) => ({ name, ipv6: true })),
+        pods: [...['frontend', 'web-1', 'web-2', 'web-3'].map((name) => ({ name, ipv6: true })), { name: 'api-1' }, { name: 'proxy' }],
       },
       { name: 'node2', pods: [{ name: 'payments' }] },
     ],
@@ -121,11 +156,13 @@ async function main(): Promise<void> {
   const servers: ServerHandle[] = [];
   let agent: ChildProcess | undefined;
   let controlPlane: ChildProcess | undefined;
+  let proxy: ChildProcess | undefined;
   let tmp: string | undefined;
   const bpffs = path.join(sb.ensureBpffsDir(), 'sockmesh');
   const cleanup = async () => {
     agent?.kill('SIGTERM');
     controlPlane?.kill('SIGTERM');
+    proxy?.kill('SIGTERM');
     for (const s of servers) await s.stop();
     if (fs.existsSync(bpffs)) Datapath.remove(bpffs);
     await sb.teardown();
@@ -143,6 +180,7 @@ async function main(): Promise<void> {
     }
     servers.push(await sb.startServer('payments', ['serve', '--port', '9000', '--mode', 'echo', '--name', 'payments']));
     servers.push(await sb.startServer('web-1', ['serve', '--port', '9000', '--mode', 'echo', '--name', 'web-1']));
+    servers.push(await sb.startServer('api-1', ['serve-http', '--port', '8080', '--name', 'api-1']));
 
     heading('control plane and agent');
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sockmesh-demo-'));
@@ -152,15 +190,31 @@ async function main(): Promise<void> {
     say(`$ sockmesh control-plane --config ${cfg} --listen 127.0.0.1:${port}`);
     controlPlane = spawn(SOCKMESH, ['control-plane', '--config', cfg, '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
     await waitLog(controlPlane, 'control plane running', (j) => `control plane serving ${JSON.stringify(j.resources)}`);
-    say(`$ sockmesh agent --xds 127.0.0.1:${port} --node-name node1 --cgroup ${sb.node('node1').cgroupPath} --bpffs ${bpffs}`);
-    agent = spawn(SOCKMESH, ['agent', '--xds', `127.0.0.1:${port}`, '--node-name', 'node1', '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs], {
-      stdio: ['ignore', 'inherit', 'pipe'],
-    });
+    const proxyPod = sb.pod('proxy');
+    const control = path.join(tmp, 'proxy.sock');
+    const agentArgs = ['agent', '--xds', `127.0.0.1:${port}`, '--node-name', 'node1', '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs];
+    agentArgs.push('--proxy-listen', `${proxyPod.ipv4}:15001`, '--proxy-control', control, '--admin', 'none');
+    say(`$ sockmesh ${agentArgs.join(' ')}`);
+    agent = spawn(SOCKMESH, agentArgs, { stdio: ['ignore', 'inherit', 'pipe'] });
     await waitLog(
       agent,
       'applied config',
       (j) => `agent applied the model from xDS: ${j.added} service entries, ${j.slotsWritten} backend slots, ${j.localEpsAdded} local pod IPs`,
     );
+
+    // The node's L7 proxy, in its own pod (network namespace and cgroup, like a DaemonSet
+    // container); nsenter rather than `ip netns exec` so that it sees /sys/fs/bpf.
+    say(`$ sockmesh proxy --listen ${proxyPod.ipv4}:15001 --bpffs ${bpffs} --control ${control}   (in pod "proxy")`);
+    const proxyKnown = waitLog(agent, 'proxy connected', (j) => `agent learned the proxy's cgroup (${j.cgroupId}): its own upstream connects are not steered`);
+    proxy = spawn(
+      'sh',
+      ['-c', `echo $$ > "${proxyPod.cgroupPath}/cgroup.procs" && exec nsenter --net=/run/netns/${proxyPod.netns} -- "$@"`, 'sh', process.execPath, '-e', `require(${JSON.stringify(MAIN)}).main(process.argv.slice(1))`, 'proxy', '--listen', `${proxyPod.ipv4}:15001`, '--bpffs', bpffs, '--control', control],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    await Promise.all([
+      proxyKnown,
+      waitLog(proxy, 'policies applied', (j) => `proxy applied HTTP policies for ${j.destinations} destination(s) from the agent`),
+    ]);
 
     let c0 = counters(bpffs);
     heading(`TCP: 300 connections from frontend to ${VIP}:80 (weights web-1:1, web-2:2, web-3 unhealthy)`);
@@ -194,6 +248,15 @@ async function main(): Promise<void> {
     c1 = counters(bpffs);
     say(`  answers: ${JSON.stringify(rem.last.ids)}`);
     say(`  kernel counters: ${diff(c0, c1)}  (no msg_redirected: the peer is not on this node)`);
+
+    heading(`L7: HTTP to ${VIP_API}:80, whose listener carries an RBAC filter denying /admin`);
+    c0 = counters(bpffs);
+    for (const p of ['/hello', '/admin/users']) {
+      const r = await sb.podtool('frontend', ['http', '--target', `${VIP_API}:80`, '--path', p]);
+      say(`  GET ${p.padEnd(12)} -> ${r.last.status} ${r.last.status === 200 ? JSON.parse(r.last.body).name : r.last.body}`);
+    }
+    c1 = counters(bpffs);
+    say(`  kernel counters: ${diff(c0, c1)}  (steered to the node's proxy at connect time; other services never are)`);
 
     heading('edit the control plane file: web-3 becomes healthy');
     fs.writeFileSync(cfg + '.tmp', demoConfig(sb, true));
