@@ -128,7 +128,15 @@ if (!isRoot) {
     }
     // The long-running server really lives in pod b's cgroup.
     const procs = fs.readFileSync(path.join(s.pod('b').cgroupPath, 'cgroup.procs'), 'utf8').split('\n').map(Number);
-    assert.ok(procs.includes(servers[0].ready.pid), 'server pid in pod-b cgroup.procs');
+    // Servers start concurrently, so their order in `servers` varies: pick one of pod b's.
+    const pid = servers.find((h) => h.ready.name === 'b')!.ready.pid;
+    let own = '';
+    try {
+      own = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+    } catch (e) {
+      own = String(e);
+    }
+    assert.ok(procs.includes(pid), `server pid ${pid} not in pod-b cgroup.procs ${JSON.stringify(procs)}; /proc/${pid}/cgroup: ${own}`);
     // Node namespace has no default route: nothing can leave the sandbox.
     const r4 = await s.execNode('node1', ['ip', 'route', 'show', 'default']);
     const r6 = await s.execNode('node1', ['ip', '-6', 'route', 'show', 'default']);
