@@ -26,12 +26,7 @@ static __always_inline __u32 sm_ip_identity_of(const __be32 *addr, __u8 family)
 	struct sm_local_ep *ep;
 	struct sm_ip_key k;
 
-	__builtin_memset(&k, 0, sizeof(k));
-	k.addr[0] = addr[0];
-	k.addr[1] = addr[1];
-	k.addr[2] = addr[2];
-	k.addr[3] = addr[3];
-	k.family = family;
+	sm_ip_key_fill(&k, addr, family);
 	ep = bpf_map_lookup_elem(&sm_ip_identity, &k);
 	return ep ? ep->identity : 0;
 }

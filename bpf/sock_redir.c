@@ -18,12 +18,7 @@ static __always_inline int sm_is_local(const __be32 *addr, __u8 family)
 {
 	struct sm_ip_key k;
 
-	__builtin_memset(&k, 0, sizeof(k));
-	k.addr[0] = addr[0];
-	k.addr[1] = addr[1];
-	k.addr[2] = addr[2];
-	k.addr[3] = addr[3];
-	k.family = family;
+	sm_ip_key_fill(&k, addr, family);
 	return bpf_map_lookup_elem(&sm_local_eps, &k) != 0;
 }
 
@@ -47,7 +42,6 @@ static __always_inline void sm_publish_steer(struct bpf_sock_ops *skops, const s
 		return;
 	__builtin_memset(&k, 0, sizeof(k));
 	__builtin_memset(&v, 0, sizeof(v));
-	__builtin_memset(&ik, 0, sizeof(ik));
 	k.addr[0] = key->local[0];
 	k.addr[1] = key->local[1];
 	k.addr[2] = key->local[2];
@@ -60,11 +54,7 @@ static __always_inline void sm_publish_steer(struct bpf_sock_ops *skops, const s
 	v.orig[3] = st->orig[3];
 	v.orig_port = st->orig_port;
 	v.orig_family = st->orig_family;
-	ik.addr[0] = key->local[0];
-	ik.addr[1] = key->local[1];
-	ik.addr[2] = key->local[2];
-	ik.addr[3] = key->local[3];
-	ik.family = key->family;
+	sm_ip_key_fill(&ik, key->local, key->family);
 	ep = bpf_map_lookup_elem(&sm_local_eps, &ik);
 	if (ep)
 		v.identity = ep->identity;

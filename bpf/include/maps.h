@@ -157,6 +157,17 @@ struct {
 	__array(values, struct sm_rcu_inner); /* must be the last member */
 } sm_rcu_sync SEC(".maps");
 
+/* A zeroed sm_ip_key for an address (pad bytes are part of the key). */
+static __always_inline void sm_ip_key_fill(struct sm_ip_key *k, const __be32 *addr, __u8 family)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->addr[0] = addr[0];
+	k->addr[1] = addr[1];
+	k->addr[2] = addr[2];
+	k->addr[3] = addr[3];
+	k->family = family;
+}
+
 static __always_inline void sm_count(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&sm_counters, &idx);

@@ -23,12 +23,7 @@ static __always_inline __u8 sm_policy_verdict(const __be32 *dst, __u8 family, __
 	struct sm_policy_key k;
 	struct sm_ip_key dk;
 
-	__builtin_memset(&dk, 0, sizeof(dk));
-	dk.addr[0] = dst[0];
-	dk.addr[1] = dst[1];
-	dk.addr[2] = dst[2];
-	dk.addr[3] = dst[3];
-	dk.family = family;
+	sm_ip_key_fill(&dk, dst, family);
 	pd = bpf_map_lookup_elem(&sm_policy_dst, &dk);
 	if (!pd)
 		return SM_VERDICT_ALLOW;
@@ -81,12 +76,7 @@ static __always_inline int sm_policy_allows_connect(const __be32 *dst, __u8 fami
 	struct sm_ip_key dk;
 	__u32 rule = 0;
 
-	__builtin_memset(&dk, 0, sizeof(dk));
-	dk.addr[0] = dst[0];
-	dk.addr[1] = dst[1];
-	dk.addr[2] = dst[2];
-	dk.addr[3] = dst[3];
-	dk.family = family;
+	sm_ip_key_fill(&dk, dst, family);
 	/* Most destinations have no policy: decide that before looking the caller up. */
 	if (!bpf_map_lookup_elem(&sm_policy_dst, &dk))
 		return 1;
