@@ -20,6 +20,11 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 for pkg in libbpf-dev libelf-dev zlib1g-dev linux-libc-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The benchmarks also compare against HAProxy sidecars (`bootstrap.sh bench`).
+if [ "${1:-}" = bench ]; then
+  command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+  command -v gcc >/dev/null 2>&1 || need+=(gcc)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "sockmesh: installing Debian packages: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
