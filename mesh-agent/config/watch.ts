@@ -1,18 +1,11 @@
-// ConfigFileSource: the local config file as a live source of Models.
-//
-// Change detection is deliberately belt-and-braces:
-//  - fs.watch on the *directory* (filtered by basename), because editors and config-management
-//    tools replace files by writing a temp file and renaming it over the original, which a watch on
-//    the file itself (an inode) would not survive; `..data` events are also honoured, which is how
-//    Kubernetes ConfigMap volumes swap content (via a symlink);
-//  - a poll of the file's inode/size/mtime/ctime (following symlinks) every pollIntervalMs, for
-//    file systems and platforms where fs.watch is unreliable (NFS, some container overlays).
-// Both feed one trailing debounce timer, so a burst of writes causes one reload.
+// ConfigFileSource: the local config file as a live source of Models. Change detection is
+// FileWatch's (file-watch.ts: directory watch + metadata poll + debounce); this class re-reads,
+// validates and compares.
 
 import { EventEmitter } from 'node:events';
-import { statSync, watch, type FSWatcher } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { ConfigError } from './errors';
+import { FileWatch } from './file-watch';
 import { canonicalJson, loadConfigFile, type LoadedConfig } from './local-file';
 
 export interface ConfigFileSourceOptions {
@@ -33,28 +26,15 @@ export interface ConfigFileSourceEvents {
 
 export class ConfigFileSource extends EventEmitter<ConfigFileSourceEvents> {
   readonly path: string;
-  private readonly dir: string;
-  private readonly base: string;
-  private readonly debounceMs: number;
-  private readonly pollIntervalMs: number;
-  private readonly fsWatch: boolean;
-
+  private readonly watch: FileWatch;
   private last: LoadedConfig | undefined;
   private lastJson = '';
-  private lastStat = '';
   private running = false;
-  private watcher: FSWatcher | undefined;
-  private pollTimer: NodeJS.Timeout | undefined;
-  private debounceTimer: NodeJS.Timeout | undefined;
 
   constructor(path: string, opts: ConfigFileSourceOptions = {}) {
     super();
     this.path = resolve(path);
-    this.dir = dirname(this.path);
-    this.base = basename(this.path);
-    this.debounceMs = opts.debounceMs ?? 100;
-    this.pollIntervalMs = opts.pollIntervalMs ?? 1000;
-    this.fsWatch = opts.fsWatch ?? true;
+    this.watch = new FileWatch(this.path, () => this.reload(), opts);
   }
 
   /**
@@ -63,13 +43,11 @@ export class ConfigFileSource extends EventEmitter<ConfigFileSourceEvents> {
    */
   start(): LoadedConfig {
     if (this.running) throw new Error('ConfigFileSource already started');
-    this.lastStat = this.statKey();
     const cfg = loadConfigFile(this.path);
     this.last = cfg;
     this.lastJson = canonicalJson(cfg);
     this.running = true;
-    this.openWatcher();
-    this.pollTimer = setInterval(() => this.poll(), this.pollIntervalMs);
+    this.watch.start();
     return cfg;
   }
 
@@ -78,13 +56,10 @@ export class ConfigFileSource extends EventEmitter<ConfigFileSourceEvents> {
     return this.last;
   }
 
-  /** Re-reads the file now (e.g. on SIGHUP), bypassing the debounce. */
+  /** Re-reads the file now (e.g. on SIGHUP). */
   reload(): void {
-    if (this.debounceTimer) clearTimeout(this.debounceTimer);
-    this.debounceTimer = undefined;
     if (!this.running) return;
-    // Record the metadata *before* reading: a write racing with the read shows up on the next poll.
-    this.lastStat = this.statKey();
+    this.watch.markSeen();
     let cfg: LoadedConfig;
     try {
       cfg = loadConfigFile(this.path);
@@ -105,57 +80,6 @@ export class ConfigFileSource extends EventEmitter<ConfigFileSourceEvents> {
 
   stop(): void {
     this.running = false;
-    if (this.debounceTimer) clearTimeout(this.debounceTimer);
-    if (this.pollTimer) clearInterval(this.pollTimer);
-    this.debounceTimer = this.pollTimer = undefined;
-    this.closeWatcher();
-  }
-
-  private schedule(): void {
-    if (!this.running) return;
-    if (this.debounceTimer) clearTimeout(this.debounceTimer);
-    this.debounceTimer = setTimeout(() => this.reload(), this.debounceMs);
-  }
-
-  private poll(): void {
-    if (!this.running) return;
-    if (!this.watcher && this.fsWatch) this.openWatcher(); // the directory may have (re)appeared
-    if (this.statKey() !== this.lastStat) this.schedule();
-  }
-
-  private statKey(): string {
-    try {
-      const s = statSync(this.path, { bigint: true });
-      return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
-    } catch (e) {
-      return `missing:${(e as NodeJS.ErrnoException).code ?? ''}`;
-    }
-  }
-
-  private openWatcher(): void {
-    if (!this.fsWatch) return;
-    try {
-      const w = watch(this.dir, { persistent: true }, (_event, filename) => {
-        const f = filename === null || filename === undefined ? null : filename.toString();
-        if (f === null || f === this.base || f === '..data') this.schedule();
-      });
-      w.on('error', () => {
-        // e.g. the directory was removed; fall back to polling, which retries the watch.
-        if (this.watcher === w) this.closeWatcher();
-      });
-      this.watcher = w;
-    } catch {
-      this.watcher = undefined; // polling still works
-    }
-  }
-
-  private closeWatcher(): void {
-    const w = this.watcher;
-    this.watcher = undefined;
-    try {
-      w?.close();
-    } catch {
-      /* ignore */
-    }
+    this.watch.stop();
   }
 }

@@ -246,18 +246,23 @@ export interface RevnatValue {
   ip: string;
   port: number;
 }
-export const revnatValue = codec<RevnatValue>(
-  'sm_revnat_value',
-  20,
-  [
-    ['addr', 'be32x4'],
-    ['port', 'be16'],
-    ['family', 'u8'],
-    ['pad', 'pad', 1],
-  ],
-  (v) => ({ addr: ipToBytes(v.ip), port: v.port, family: familyOf(v.ip) }),
-  (r) => ({ ip: bytesToIp(r.addr as Buffer, r.family as number), port: r.port as number }),
-);
+/** Structs laid out as { __be32 addr[4]; __be16 port; __u8 family; __u8 pad; }. */
+function addrPortCodec(cName: string): StructCodec<{ ip: string; port: number }> {
+  return codec<{ ip: string; port: number }>(
+    cName,
+    20,
+    [
+      ['addr', 'be32x4'],
+      ['port', 'be16'],
+      ['family', 'u8'],
+      ['pad', 'pad', 1],
+    ],
+    (v) => ({ addr: ipToBytes(v.ip), port: v.port, family: familyOf(v.ip) }),
+    (r) => ({ ip: bytesToIp(r.addr as Buffer, r.family as number), port: r.port as number }),
+  );
+}
+
+export const revnatValue: StructCodec<RevnatValue> = addrPortCodec('sm_revnat_value');
 
 // --- struct sm_ip_key / sm_local_ep --------------------------------------------------------
 export interface IpKey {
@@ -394,18 +399,7 @@ export interface SteerKey {
   ip: string;
   port: number;
 }
-export const steerKey = codec<SteerKey>(
-  'sm_steer_key',
-  20,
-  [
-    ['addr', 'be32x4'],
-    ['port', 'be16'],
-    ['family', 'u8'],
-    ['pad', 'pad', 1],
-  ],
-  (v) => ({ addr: ipToBytes(v.ip), port: v.port, family: familyOf(v.ip) }),
-  (r) => ({ ip: bytesToIp(r.addr as Buffer, r.family as number), port: r.port as number }),
-);
+export const steerKey: StructCodec<SteerKey> = addrPortCodec('sm_steer_key');
 
 export interface SteerValue {
   orig: { ip: string; port: number };

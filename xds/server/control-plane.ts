@@ -9,7 +9,7 @@ import { isConfigError } from '../../mesh-agent/config/errors';
 import { XdsError } from '../proto/errors';
 import { AdsServer } from './ads-server';
 import { loadControlPlaneFile, type ControlPlaneConfig } from './config-file';
-import { FileWatch } from './file-watch';
+import { FileWatch } from '../../mesh-agent/config/file-watch';
 import { modelToXds, type ModelToXdsOptions } from './model-to-xds';
 import { Snapshot, type SnapshotEntry } from './snapshot';
 
@@ -79,6 +79,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     ...(opts.debounceMs !== undefined ? { debounceMs: opts.debounceMs } : {}),
     ...(opts.pollIntervalMs !== undefined ? { pollIntervalMs: opts.pollIntervalMs } : {}),
     ...(opts.fsWatch !== undefined ? { fsWatch: opts.fsWatch } : {}),
+    keepAlive: false, // the gRPC server keeps the process alive
   });
   const address = opts.address ?? DEFAULT_LISTEN;
   const port = await server.listen(address);
