@@ -587,19 +587,25 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     return { ok: true, c: { name, json, hash, version } };
   }
 
-  private onSotwResponse(res: DiscoveryResponseMsg): void {
-    const typeUrl = res.type_url ?? '';
-    const nonce = res.nonce ?? '';
+  /** Common to both variants: the type's state with the nonce recorded, and what is held by hash. */
+  private beginResponse(typeUrl: string, nonce: string) {
     if (!isTypeUrl(typeUrl)) {
       this.log.warn('xds: response of an unsupported type ignored', { typeUrl });
-      return;
+      return null;
     }
     const st = this.st(typeUrl);
     st.lastNonce = nonce;
+    const heldByHash = new Map([...st.resources.values()].map((r) => [r.hash, r]));
+    return { typeUrl, nonce, st, heldByHash };
+  }
+
+  private onSotwResponse(res: DiscoveryResponseMsg): void {
+    const begun = this.beginResponse(res.type_url ?? '', res.nonce ?? '');
+    if (!begun) return;
+    const { typeUrl, nonce, st, heldByHash } = begun;
     const version = res.version_info ?? '';
     const errors: Array<{ name: string; reason: string }> = [];
     const accepted = new Map<string, Candidate>();
-    const heldByHash = new Map([...st.resources.values()].map((r) => [r.hash, r]));
     (res.resources ?? []).forEach((any, i) => {
       let inner: AnyMsg | null | undefined = any;
       let hint: string | undefined;
@@ -642,18 +648,12 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   }
 
   private onDeltaResponse(res: DeltaDiscoveryResponseMsg): void {
-    const typeUrl = res.type_url ?? '';
-    const nonce = res.nonce ?? '';
-    if (!isTypeUrl(typeUrl)) {
-      this.log.warn('xds: response of an unsupported type ignored', { typeUrl });
-      return;
-    }
-    const st = this.st(typeUrl);
-    st.lastNonce = nonce;
+    const begun = this.beginResponse(res.type_url ?? '', res.nonce ?? '');
+    if (!begun) return;
+    const { typeUrl, nonce, st, heldByHash } = begun;
     const version = res.system_version_info ?? '';
     const errors: Array<{ name: string; reason: string }> = [];
     const accepted = new Map<string, Candidate>();
-    const heldByHash = new Map([...st.resources.values()].map((r) => [r.hash, r]));
     (res.resources ?? []).forEach((r, i) => {
       if (!r.resource) return; // a TTL heartbeat: nothing to update
       if (!r.name) {
