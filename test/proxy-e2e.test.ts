@@ -239,6 +239,7 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
 
   test('the proxy refuses a connection the kernel did not steer (no open relay)', async () => {
     const r = await http('client', `${sb.pod('proxy').ipv4}:15001`, '/hello', `${VIP_HTTP}:80`);
-    assert.notEqual(r.status, 200);
+    assert.equal(r.status, 403);
+    assert.match(r.body, /not steered by the datapath/);
   });
 });
