@@ -19,7 +19,6 @@
 // of every other process on the path (server, and the two HAProxies in sidecar mode) over the run,
 // from /proc/PID/task/*/schedstat (ns), scaled to the measured rounds. Kernel work in softirq
 // context is charged to whichever task the CPU was running, so it is counted too.
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -27,54 +26,12 @@ import { Datapath } from '../mesh-agent/datapath/datapath';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import { Model } from '../mesh-agent/model/types';
 import { Sandbox, ServerHandle, parseJsonLines, waitServer } from '../sandbox/sandbox';
+import { ensureNativePingpong, median, procCpuUs } from './common';
 import { startSidecars, Sidecars } from './sidecar';
 
 const VIP = '198.19.0.10';
 const VIP_NOREDIRECT = '198.19.0.11';
 const APP_PORT = 9000;
-const CLK_TCK = 100; // USER_HZ on Linux
-
-/** Repository root (this file runs from dist/bench/). */
-const ROOT = path.resolve(__dirname, '..', '..');
-export const NATIVE_PINGPONG_SRC = path.join(ROOT, 'bench', 'native', 'pingpong.c');
-export const NATIVE_PINGPONG = path.join(ROOT, 'build', 'bench', 'pingpong');
-
-/** Build build/bench/pingpong with gcc -O2 unless it is newer than its source. Returns its path. */
-export function ensureNativePingpong(): string {
-  const src = fs.statSync(NATIVE_PINGPONG_SRC);
-  if (fs.existsSync(NATIVE_PINGPONG) && fs.statSync(NATIVE_PINGPONG).mtimeMs >= src.mtimeMs) return NATIVE_PINGPONG;
-  fs.mkdirSync(path.dirname(NATIVE_PINGPONG), { recursive: true });
-  const tmp = `${NATIVE_PINGPONG}.tmp${process.pid}`;
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', tmp, NATIVE_PINGPONG_SRC], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    fs.rmSync(tmp, { force: true });
-    throw new Error(`gcc ${NATIVE_PINGPONG_SRC} failed (${r.error?.message ?? r.status}): ${r.stderr}`);
-  }
-  fs.renameSync(tmp, NATIVE_PINGPONG); // atomic: a concurrent run sees the old or the new binary
-  return NATIVE_PINGPONG;
-}
-
-/** CPU time (user+sys) of every thread of pid, in µs: ns-precise schedstat, else clock ticks. */
-export function procCpuUs(pid: number): number {
-  try {
-    let ns = 0;
-    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
-      ns += Number(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
-    }
-    if (ns > 0) return ns / 1e3;
-  } catch {
-    /* no schedstat: fall back */
-  }
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK; // utime + stime
-}
-
-export const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
 export interface PingpongRow {
   size: number;
   variant: string;

@@ -20,11 +20,14 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 for pkg in libbpf-dev libelf-dev zlib1g-dev linux-libc-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
-# The benchmarks also compare against HAProxy sidecars (`bootstrap.sh bench`).
-if [ "${1:-}" = bench ]; then
-  command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-  command -v gcc >/dev/null 2>&1 || need+=(gcc)
-fi
+# The benchmarks (and the test that runs their --quick mode) compare against HAProxy sidecars and
+# kube-proxy-style iptables rules, build a native client with gcc and drive HTTP load with wrk.
+# Installing the iptables package changes no firewall: the benchmarks only write rules inside
+# their own network namespaces.
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   echo "sockmesh: installing Debian packages: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
