@@ -11,7 +11,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ChildProcess, execFile } from 'node:child_process';
-import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -20,7 +19,7 @@ import { Datapath } from '../mesh-agent/datapath/datapath';
 import type { Logger } from '../mesh-agent/log';
 import { identityTable, spiffeId } from '../mesh-agent/model/identity';
 import type { Model, Workload } from '../mesh-agent/model/types';
-import type { ModelSource, ModelSourceEvents, SourceSnapshot } from '../mesh-agent/sources/source';
+import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { kernelSkip } from './kernel';
 
@@ -30,17 +29,6 @@ const VIP_REMOTE = '198.19.0.91';
 const VIP_EMPTY = '198.19.0.92';
 const PROXY = { host: '198.18.1.1', port: 15001 };
 const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
-
-class StaticSource extends EventEmitter<ModelSourceEvents> implements ModelSource {
-  readonly description = 'test source';
-  constructor(private readonly model: Model) {
-    super();
-  }
-  async start(): Promise<SourceSnapshot> {
-    return { model: this.model, nodeName: 'node1' };
-  }
-  stop(): void {}
-}
 
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -129,7 +117,7 @@ describe('[kernel] sockmesh dump / trace / config-dump on a real datapath', kern
       },
     };
     agent = new Agent({
-      source: new StaticSource(model),
+      source: new StaticSource({ model, nodeName: 'node1' }, 'test source'),
       cgroupPath: sb.node('node1').cgroupPath,
       bpffsDir: bpffs,
       // Nothing listens there: only the kernel's steering decision is looked at.

@@ -5,7 +5,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ChildProcess, spawn } from 'node:child_process';
-import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,7 +12,7 @@ import { Agent } from '../mesh-agent/agent';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { createLogger } from '../mesh-agent/log';
 import type { Model } from '../mesh-agent/model/types';
-import type { ModelSource, ModelSourceEvents, SourceSnapshot } from '../mesh-agent/sources/source';
+import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { kernelSkip } from './kernel';
 
@@ -22,17 +21,6 @@ const VIP_HTTP = '198.19.0.50';
 const VIP_GRPC = '198.19.0.51';
 const VIP_PLAIN = '198.19.0.52';
 const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
-
-class StaticSource extends EventEmitter<ModelSourceEvents> implements ModelSource {
-  readonly description = 'test model';
-  constructor(private readonly snap: SourceSnapshot) {
-    super();
-  }
-  async start(): Promise<SourceSnapshot> {
-    return this.snap;
-  }
-  stop(): void {}
-}
 
 describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
   let sb: Sandbox;

@@ -46,3 +46,22 @@ export class FileSource extends EventEmitter<ModelSourceEvents> implements Model
     this.file.stop();
   }
 }
+
+/** A fixed model given in code (embedders, the benchmarks, tests); `set` pushes a new one. */
+export class StaticSource extends EventEmitter<ModelSourceEvents> implements ModelSource {
+  constructor(
+    private snap: SourceSnapshot,
+    readonly description = 'static model',
+  ) {
+    super();
+  }
+  async start(): Promise<SourceSnapshot> {
+    return this.snap;
+  }
+  /** Replace the model: the agent applies it as it would a changed file. */
+  set(snap: SourceSnapshot): void {
+    this.snap = snap;
+    this.emit('update', snap);
+  }
+  stop(): void {}
+}
