@@ -14,11 +14,12 @@ import { createL7Proxy } from './server';
 import type { Evaluator } from './types';
 
 const USAGE = `usage: sockmesh proxy --listen HOST:PORT [--listen HOST:PORT] [--bpffs DIR] [--control SOCKET]
-                      [--metrics 127.0.0.1:PORT]
+                      [--metrics 127.0.0.1:PORT] [--access-log stdout|none]
 
   The node's L7 proxy. Pods never address it: connects to services with HTTP rules are steered to
   it by the datapath (agent --proxy-listen). Policies and identities arrive from the agent over
-  the control socket (default ${DEFAULT_PROXY_CONTROL}).
+  the control socket (default ${DEFAULT_PROXY_CONTROL}). One JSON access-log line per request goes
+  to stdout unless --access-log none.
 `;
 
 function splitHostPort(s: string): { host: string; port: number } | null {
@@ -47,8 +48,14 @@ export async function runProxyCli(args: string[]): Promise<void> {
       bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR },
       control: { type: 'string', default: DEFAULT_PROXY_CONTROL },
       metrics: { type: 'string' },
+      'access-log': { type: 'string', default: 'stdout' },
     },
   });
+  const accessLog = values['access-log'];
+  if (accessLog !== 'stdout' && accessLog !== 'none') {
+    process.stderr.write(`proxy: --access-log must be stdout or none, not ${JSON.stringify(accessLog)}\n${USAGE}`);
+    process.exit(2);
+  }
   const listens = (values.listen ?? []).map(splitHostPort);
   if (!listens.length || listens.some((l) => !l)) {
     process.stderr.write(USAGE);
@@ -58,7 +65,7 @@ export async function runProxyCli(args: string[]): Promise<void> {
   const origins = new KernelOrigins(values.bpffs!);
   const proxy = createL7Proxy({
     lookupOrigin: (sock) => (sock.remoteAddress && sock.remotePort ? origins.lookup(sock.remoteAddress, sock.remotePort) : undefined),
-    accessLog: (line) => process.stdout.write(line + '\n'),
+    accessLog: accessLog === 'stdout' ? (line) => process.stdout.write(line + '\n') : undefined,
     logger: log,
   });
   serveControl(
