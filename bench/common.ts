@@ -108,6 +108,8 @@ export interface ScenarioResult {
   /** Everything measured, written to `${name}.json`. */
   data: unknown;
   charts: ChartSpec[];
+  /** The few figures README's headline table quotes (filled by run.ts where a scenario has none). */
+  headline?: Array<{ metric: string; value: string }>;
 }
 
 /** Scenario-independent settings bench/run.ts passes down. */

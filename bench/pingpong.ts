@@ -1,46 +1,110 @@
-// Same-node ping-pong comparison, in one run, variants interleaved and repeated:
+// Request/response and bulk transfer between pods, every variant in one sandbox and one run,
+// interleaved and repeated (issue 6, scenarios 1 and 2):
 //
-//   plain       unmeshed pods, client -> server pod IP over veth + bridge (no mesh)
-//   sockmesh    meshed workloads, client -> VIP: connect-time translation + sk_msg redirect
-//   noredirect  meshed pods that are NOT workloads of the model -> VIP: translated, not redirected
-//   sidecar     unmeshed pods with a client-side and a server-side HAProxy TCP proxy (bench/sidecar.ts)
+//   raw TCP echo, same node
+//     plain           unmeshed pods, client -> server pod IP over veth + bridge (no mesh)
+//     sockmesh        meshed workloads, client -> VIP: connect-time translation + sk_msg redirect
+//     noredirect      meshed pods that are NOT workloads of the model -> VIP: translated only
+//     sidecar         unmeshed pods with a client-side and a server-side HAProxy TCP proxy
+//   HTTP/1.1 request/response (POST of S bytes, S bytes back), same node
+//     http-plain      as plain
+//     http-sockmesh   as sockmesh (a service without HTTP rules: L4 only)
+//     http-sidecar    HAProxy pair in HTTP mode (parses every request, like a sidecar's proxy)
+//     http-l7         sockmesh with the node's L7 proxy on the path: the service has an RBAC
+//                     filter, the kernel steers the connect to `sockmesh proxy`, which judges
+//                     each request and forwards it to the backend
+//   raw TCP echo, client and server on different nodes (two node namespaces, routed veth)
+//     xnode-plain     no mesh
+//     xnode-sockmesh  both nodes run the datapath: translation at connect (no redirect across
+//                     nodes), the server node's inbound policy hook on the path
 //
-// Reports medians (over repetitions) of per-run p50/p90/p99 latency and CPU per round trip, and
-// their ratios to plain.
+// Each cell (variant x size x connection count) runs the native client (bench/native/pingpong.c)
+// and reports latency percentiles from its HDR histogram (merged over the repetitions),
+// transactions/s, and CPU per transaction = client CPU (getrusage) + CPU of every other process on
+// the path (server, HAProxies, L7 proxy) from /proc/PID/task/*/schedstat, scaled to the measured
+// rounds. Softirq work is charged to whichever task was on the CPU, so the kernel's network work
+// is in these numbers too (mostly). Bulk: one connection streams N bytes in writes of each given
+// size to a sink; Gbit/s and CPU per MiB.
 //
-//   npm run bench:pingpong [-- --rounds 5000 --reps 5 --sizes 64,4096,65536 --client native|node
-//                              --variants plain,sockmesh,noredirect,sidecar --out FILE.json]
-//
-// --client native (default) uses bench/native/pingpong.c (built with gcc into build/bench/pingpong
-// on first use) for both client and server: Node's own ~25 µs per round trip would hide the
-// datapath's effect. --client node uses podtool's pingpong client and server as before.
-//
-// CPU per round trip = client CPU over the measured rounds (its own getrusage / cpuUsage) + the CPU
-// of every other process on the path (server, and the two HAProxies in sidecar mode) over the run,
-// from /proc/PID/task/*/schedstat (ns), scaled to the measured rounds. Kernel work in softirq
-// context is charged to whichever task the CPU was running, so it is counted too.
+//   npm run bench:pingpong [-- --rounds 5000 --reps 5 --sizes 64,4096,65536 --conns 1,32
+//                              --variants plain,sockmesh,... --bulk-mib 256 --bulk-writes 4096,65536
+//                              --out FILE.json]
+import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { Agent } from '../mesh-agent/agent';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
+import { createLogger } from '../mesh-agent/log';
 import { Model } from '../mesh-agent/model/types';
+import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle, parseJsonLines, waitServer } from '../sandbox/sandbox';
-import { ensureNativePingpong, median, procCpuUs } from './common';
-import { startSidecars, Sidecars } from './sidecar';
+import { ChartSpec, ensureNativePingpong, median, pidsCpuUs, ROOT, rotate, ScenarioOptions, ScenarioResult } from './common';
+import { Hdr } from './hdr';
+import { startHttpSidecars, startSidecars, Sidecars } from './sidecar';
 
-const VIP = '198.19.0.10';
-const VIP_NOREDIRECT = '198.19.0.11';
-const APP_PORT = 9000;
+const VIP_SM = '198.19.0.10';
+const VIP_NR = '198.19.0.11';
+const VIP_L7 = '198.19.0.12';
+const VIP_X = '198.19.0.13';
+/** Ports of every server pod: echo, sink (bulk), HTTP. */
+const ECHO = 9000;
+const SINK = 9001;
+const HTTP = 9080;
+const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
+const MAIN = path.join(ROOT, 'dist', 'mesh-agent', 'cli', 'main.js');
+
+type Mode = 'echo' | 'sink' | 'http';
+
+interface VariantDef {
+  section: 'tcp' | 'http' | 'xnode';
+  label: string;
+  /** The no-mesh variant of the same section: ratios are taken against it. */
+  base: string;
+  /** Takes part in the bulk-throughput comparison. */
+  bulk: boolean;
+}
+
+export const VARIANTS: Record<string, VariantDef> = {
+  plain: { section: 'tcp', label: 'no mesh (veth + bridge)', base: 'plain', bulk: true },
+  sockmesh: { section: 'tcp', label: 'sockmesh L4 (VIP + redirect)', base: 'plain', bulk: true },
+  noredirect: { section: 'tcp', label: 'sockmesh L4, redirect off', base: 'plain', bulk: true },
+  sidecar: { section: 'tcp', label: 'sidecar (HAProxy TCP ×2)', base: 'plain', bulk: true },
+  'http-plain': { section: 'http', label: 'no mesh', base: 'http-plain', bulk: false },
+  'http-sockmesh': { section: 'http', label: 'sockmesh L4 (VIP + redirect)', base: 'http-plain', bulk: false },
+  'http-sidecar': { section: 'http', label: 'sidecar (HAProxy HTTP ×2)', base: 'http-plain', bulk: false },
+  'http-l7': { section: 'http', label: 'sockmesh + node L7 proxy (RBAC)', base: 'http-plain', bulk: false },
+  'xnode-plain': { section: 'xnode', label: 'no mesh (routed, 2 nodes)', base: 'xnode-plain', bulk: true },
+  'xnode-sockmesh': { section: 'xnode', label: 'sockmesh (VIP, both nodes meshed)', base: 'xnode-plain', bulk: true },
+};
+export const ALL_VARIANTS = Object.keys(VARIANTS);
+const SECTION_TITLE = { tcp: 'Same node, raw TCP echo', http: 'Same node, HTTP/1.1 POST echo', xnode: 'Cross node, raw TCP echo' };
+
 export interface PingpongRow {
-  size: number;
   variant: string;
+  size: number;
+  conns: number;
+  /** Percentiles of the HDR histogram merged over every repetition (µs). */
   p50_us: number;
   p90_us: number;
   p99_us: number;
-  cpu_us_per_rt: number;
-  /** sk_msg redirects per round trip seen during this variant's runs (median). */
-  redirects_per_rt: number;
+  /** Median over repetitions of each run's p50 (µs): the figure least sensitive to one bad run. */
+  p50_median_us: number;
+  tps: number;
+  cpu_us_per_txn: number;
+  /** sk_msg redirects per transaction (median); 2 = both directions redirected. */
+  redirects_per_txn: number;
+  runs: number;
+}
+
+export interface BulkRow {
+  variant: string;
+  write_size: number;
+  gbit_s: number;
+  cpu_us_per_mib: number;
+  redirects_per_mib: number;
   runs: number;
 }
 
@@ -48,41 +112,88 @@ export interface PingpongOptions {
   rounds: number;
   reps: number;
   sizes: number[];
-  client: 'native' | 'node';
+  conns: number[];
   variants: string[];
-  log?: (line: string) => void;
+  /** MiB per bulk transfer (0: no bulk runs). */
+  bulkMiB: number;
+  /** Write sizes of the bulk transfers (bytes). */
+  bulkWrites: number[];
+  /** Unmeasured requests per connection (8 connections) that warm the L7 proxy up first. */
+  l7Warmup: number;
 }
 
-export interface PingpongResult {
+export interface PingpongData {
   options: PingpongOptions;
-  warmup: number;
   rows: PingpongRow[];
+  bulk: BulkRow[];
   counters: Record<string, string>;
-  markdown: string;
 }
 
-export const ALL_VARIANTS = ['plain', 'sockmesh', 'noredirect', 'sidecar'];
-const LABEL: Record<string, string> = {
-  plain: 'plain (veth + bridge, no mesh)',
-  sockmesh: 'sockmesh (VIP + redirect)',
-  noredirect: 'sockmesh, redirect off (VIP only)',
-  sidecar: 'sidecar (HAProxy TCP ×2)',
-};
-
-interface Variant {
-  key: string;
+interface Cell {
+  variant: string;
   client: string;
   target: string;
   /** Processes on the path other than the client. */
   pids: number[];
+  http: boolean;
 }
 
-export async function runPingpong(o: PingpongOptions): Promise<PingpongResult> {
-  const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
-  for (const v of o.variants) if (!ALL_VARIANTS.includes(v)) throw new Error(`unknown variant '${v}' (${ALL_VARIANTS.join(', ')})`);
-  const { rounds, reps, sizes } = o;
-  const warmup = Math.max(100, Math.min(1000, Math.floor(rounds / 10)));
-  const native = o.client === 'native' ? ensureNativePingpong() : undefined;
+/** A minimal model source for the in-process agent. */
+function model(sb: Sandbox, policyPaths: boolean): Model {
+  const ip = (p: string) => sb.pod(p).ipv4;
+  const svc = (name: string, vip: string, ports: Array<[number, number]>) => ({
+    namespace: 'bench',
+    name,
+    vips: [vip],
+    ports: ports.map(([port, targetPort]) => ({ port, protocol: 'TCP' as const, targetPort })),
+  });
+  return {
+    services: [
+      svc('pp', VIP_SM, [[80, ECHO], [81, SINK], [82, HTTP]]),
+      svc('pp-noredir', VIP_NR, [[80, ECHO], [81, SINK]]),
+      svc('pp-l7', VIP_L7, [[80, HTTP]]),
+      svc('pp-x', VIP_X, [[80, ECHO], [81, SINK]]),
+    ],
+    endpoints: [
+      { service: 'bench/pp', address: ip('ms'), weight: 1, healthy: true },
+      { service: 'bench/pp-l7', address: ip('ms'), weight: 1, healthy: true },
+      { service: 'bench/pp-noredir', address: ip('rs'), weight: 1, healthy: true },
+      { service: 'bench/pp-x', address: ip('xs'), weight: 1, healthy: true, node: 'node2' },
+    ],
+    // rc and rs are deliberately absent: no local endpoint entry, so sockops does not pair them.
+    workloads: [
+      ...['mc', 'ms'].map((n) => ({ namespace: 'bench', name: n, serviceAccount: n, ips: [ip(n)], node: 'node1' })),
+      { namespace: 'bench', name: 'xs', serviceAccount: 'xs', ips: [ip('xs')], node: 'node2' },
+    ],
+    policies: {
+      l4: [],
+      // The L7 variant's service: one RBAC filter (deny /admin for everyone), as istiod sends for
+      // an AuthorizationPolicy with a path rule. bench/l7.ts measures a 10-policy set with wrk.
+      l7: policyPaths
+        ? [
+            {
+              destination: { ip: VIP_L7, port: 80 },
+              filters: [
+                {
+                  name: 'envoy.filters.http.rbac',
+                  config: {
+                    '@type': RBAC,
+                    rules: { action: 'DENY', policies: { 'deny-admin': { permissions: [{ urlPath: { path: { prefix: '/admin' } } }], principals: [{ any: true }] } } },
+                  },
+                },
+              ],
+            },
+          ]
+        : [],
+    },
+  };
+}
+
+export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise<ScenarioResult> {
+  const log = o.log;
+  for (const v of o.variants) if (!VARIANTS[v]) throw new Error(`unknown variant '${v}' (${ALL_VARIANTS.join(', ')})`);
+  const native = ensureNativePingpong();
+  const want = (...vs: string[]) => vs.some((v) => o.variants.includes(v));
 
   Sandbox.cleanupStale('smbench');
   const sb = await Sandbox.create({
@@ -95,176 +206,412 @@ export async function runPingpong(o: PingpongOptions): Promise<PingpongResult> {
           { name: 'ms' },
           { name: 'rc' }, // meshed, not workloads: translated, not redirected
           { name: 'rs' },
-          { name: 'uc', meshed: false }, // plain
+          { name: 'proxy' }, // the node's L7 proxy
+          { name: 'uc', meshed: false }, // no mesh
           { name: 'us', meshed: false },
-          { name: 'sc', meshed: false }, // sidecar
+          { name: 'sc', meshed: false }, // TCP sidecars, echo
           { name: 'ss', meshed: false },
+          { name: 'bc', meshed: false }, // TCP sidecars, sink (bulk)
+          { name: 'bs', meshed: false },
+          { name: 'hc', meshed: false }, // HTTP sidecars
+          { name: 'hs', meshed: false },
         ],
       },
+      { name: 'node2', pods: [{ name: 'xs' }, { name: 'xu', meshed: false }] },
     ],
   });
   const servers: ServerHandle[] = [];
-  let sidecars: Sidecars | undefined;
-  const bpffs = path.join(sb.ensureBpffsDir(), 'pp');
-  let dp: Datapath | undefined;
+  const sidecars: Sidecars[] = [];
+  const bpffs1 = path.join(sb.ensureBpffsDir(), 'node1');
+  const bpffs2 = path.join(sb.ensureBpffsDir(), 'node2');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'smbench-pp-'));
+  let agent: Agent | undefined;
+  let dp2: Datapath | undefined;
+  let proxy: ChildProcess | undefined;
   try {
-    const startServer = async (pod: string): Promise<number> => {
-      let h: ServerHandle;
-      if (native) {
-        const child = sb.spawn(pod, [native, '--serve', '--port', String(APP_PORT)], { stdio: ['ignore', 'pipe', 'pipe'] });
-        h = await waitServer(child, 15_000, `${pod}: native pingpong server`);
-      } else {
-        h = await sb.startServer(pod, ['serve', '--port', String(APP_PORT), '--mode', 'pingpong', '--name', pod]);
-      }
+    const serverPid = new Map<string, number>(); // `${pod}:${mode}` -> pid
+    const startServer = async (pod: string, mode: Mode, port: number): Promise<void> => {
+      const child = sb.spawn(pod, [native, '--serve', '--port', String(port), '--mode', mode], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const h = await waitServer(child, 15_000, `${pod}: native ${mode} server`);
       servers.push(h);
-      return h.child.pid!;
+      serverPid.set(`${pod}:${mode}`, h.child.pid!);
     };
-    const serverPods: Record<string, string> = { plain: 'us', sockmesh: 'ms', noredirect: 'rs', sidecar: 'ss' };
-    const serverPid: Record<string, number> = {};
-    for (const v of o.variants) serverPid[v] = await startServer(serverPods[v]);
-
-    dp = Datapath.install({ cgroupPath: sb.node('node1').cgroupPath, bpffsDir: bpffs });
-    const rec = new Reconciler(dp);
-    rec.adopt();
-    const model: Model = {
-      services: [
-        { namespace: 'bench', name: 'pp', vips: [VIP], ports: [{ port: 80, protocol: 'TCP', targetPort: APP_PORT }] },
-        { namespace: 'bench', name: 'pp-noredir', vips: [VIP_NOREDIRECT], ports: [{ port: 80, protocol: 'TCP', targetPort: APP_PORT }] },
-      ],
-      endpoints: [
-        { service: 'bench/pp', address: sb.pod('ms').ipv4, weight: 1, healthy: true },
-        { service: 'bench/pp-noredir', address: sb.pod('rs').ipv4, weight: 1, healthy: true },
-      ],
-      // rc and rs are deliberately absent: no local endpoint entry, so sockops does not pair them.
-      workloads: ['mc', 'ms'].map((n) => ({ namespace: 'bench', name: n, serviceAccount: n, ips: [sb.pod(n).ipv4], node: 'node1' })),
-    };
-    const report = rec.apply(desiredState(model, 'node1'));
-    if (report.errors.length) throw report.errors[0];
-
-    if (o.variants.includes('sidecar')) sidecars = await startSidecars(sb, 'sc', 'ss', APP_PORT);
-
-    const all: Record<string, Variant> = {
-      plain: { key: 'plain', client: 'uc', target: `${sb.pod('us').ipv4}:${APP_PORT}`, pids: [] },
-      sockmesh: { key: 'sockmesh', client: 'mc', target: `${VIP}:80`, pids: [] },
-      noredirect: { key: 'noredirect', client: 'rc', target: `${VIP_NOREDIRECT}:80`, pids: [] },
-      sidecar: { key: 'sidecar', client: 'sc', target: sidecars?.target ?? '', pids: sidecars?.pids ?? [] },
-    };
-    const variants = o.variants.map((k) => ({ ...all[k], pids: [serverPid[k], ...all[k].pids] }));
-
-    const runClient = async (v: Variant, size: number): Promise<any> => {
-      const args = ['--target', v.target, '--size', String(size), '--rounds', String(rounds), '--warmup', String(warmup)];
-      if (native) {
-        const r = await sb.exec(v.client, [native, ...args], { timeoutMs: 300_000 });
-        const lines = parseJsonLines(r.stdout);
-        return { ...r, last: lines[lines.length - 1] };
+    const bulk = o.bulkMiB > 0;
+    for (const [pod, vs] of Object.entries({
+      us: ['plain', 'http-plain'],
+      ms: ['sockmesh', 'http-sockmesh', 'http-l7'],
+      rs: ['noredirect'],
+      xs: ['xnode-sockmesh'],
+      xu: ['xnode-plain'],
+    })) {
+      if (!want(...vs)) continue;
+      if (vs.some((v) => o.variants.includes(v) && VARIANTS[v].section !== 'http')) {
+        await startServer(pod, 'echo', ECHO);
+        if (bulk) await startServer(pod, 'sink', SINK);
       }
-      return sb.podtool(v.client, ['pingpong', ...args], { timeoutMs: 300_000 });
+      if (vs.some((v) => o.variants.includes(v) && VARIANTS[v].section === 'http')) await startServer(pod, 'http', HTTP);
+    }
+    if (want('sidecar')) {
+      await startServer('ss', 'echo', ECHO);
+      sidecars.push(await startSidecars(sb, 'sc', 'ss', ECHO));
+      if (bulk) {
+        await startServer('bs', 'sink', ECHO);
+        sidecars.push(await startSidecars(sb, 'bc', 'bs', ECHO));
+      }
+    }
+    let httpSidecars: Sidecars | undefined;
+    if (want('http-sidecar')) {
+      await startServer('hs', 'http', ECHO);
+      httpSidecars = await startHttpSidecars(sb, 'hc', 'hs', ECHO, { acls: 1 });
+      sidecars.push(httpSidecars);
+    }
+
+    // node1: the agent (in this process) with the L7 proxy; node2: the datapath alone.
+    const control = path.join(tmp, 'proxy.sock');
+    const proxyPod = sb.pod('proxy');
+    const l7 = want('http-l7');
+    agent = new Agent({
+      source: new StaticSource({ model: model(sb, l7), nodeName: 'node1' }),
+      cgroupPath: sb.node('node1').cgroupPath,
+      bpffsDir: bpffs1,
+      proxy: l7 ? { host: proxyPod.ipv4, port: 15001, controlPath: control } : undefined,
+      log: createLogger({ level: 'warn' }),
+    });
+    const rep1 = await agent.start();
+    if (rep1.errors.length) throw rep1.errors[0];
+    if (want('xnode-sockmesh')) {
+      dp2 = Datapath.install({ cgroupPath: sb.node('node2').cgroupPath, bpffsDir: bpffs2 });
+      const rec2 = new Reconciler(dp2);
+      rec2.adopt();
+      const rep2 = rec2.apply(desiredState(model(sb, false), 'node2'));
+      if (rep2.errors.length) throw rep2.errors[0];
+    }
+    if (l7) {
+      // As a DaemonSet container would: its own netns and cgroup; nsenter so it sees /sys/fs/bpf.
+      // No access log: the sidecar HAProxies log nothing either.
+      proxy = spawn(
+        'sh',
+        [
+          '-c',
+          `echo $$ > "${proxyPod.cgroupPath}/cgroup.procs" && exec nsenter --net=/run/netns/${proxyPod.netns} -- "$@"`,
+          'sh',
+          process.execPath,
+          '-e',
+          `require(${JSON.stringify(MAIN)}).main(process.argv.slice(1))`,
+          'proxy',
+          '--listen',
+          `${proxyPod.ipv4}:15001`,
+          '--bpffs',
+          bpffs1,
+          '--control',
+          control,
+          '--access-log',
+          'none',
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
+      );
+      let err = '';
+      proxy.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-8000)));
+      const cg = fs.statSync(proxyPod.cgroupPath, { bigint: true }).ino;
+      for (let i = 0; i < 300 && !(err.includes('"policies applied"') && agent.datapath.proxyConfig()?.proxyCgroupId === cg); i++) {
+        if (proxy.exitCode !== null) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      if (!err.includes('"policies applied"') || agent.datapath.proxyConfig()?.proxyCgroupId !== cg) throw new Error(`L7 proxy did not come up: ${err}`);
+      // The policy is really in force: /admin is refused by the proxy, / passes.
+      const deny = await sb.exec('mc', [native, '--target', `${VIP_L7}:80`, '--http', '--path', '/admin', '--size', '0', '--rounds', '1', '--warmup', '0']);
+      if (!/"status":403|403/.test(deny.stdout + deny.stderr)) throw new Error(`L7 variant: /admin was not refused by the proxy: ${deny.stdout} ${deny.stderr}`);
+    }
+    const proxyPids = proxy ? [proxy.pid!] : [];
+    if (l7) {
+      // The proxy is a Node process: V8 compiles its hot paths over the first tens of thousands of
+      // requests (bench/l7.ts measured ~1 ms -> ~0.2 ms of CPU per request). Warm it up unmeasured,
+      // as a long-running node proxy would be.
+      const t0 = Date.now();
+      const w = await sb.exec('mc', [native, '--target', `${VIP_L7}:80`, '--http', '--size', '64', '--conns', '8', '--rounds', String(o.l7Warmup), '--warmup', '0'], { timeoutMs: 600_000 });
+      if (!parseJsonLines(w.stdout).pop()?.ok) throw new Error(`L7 proxy warm-up failed: ${w.stdout} ${w.stderr}`);
+      log(`L7 proxy warmed up with ${8 * o.l7Warmup} requests in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    }
+
+    const tcpSide = sidecars[0];
+    const bulkSide = sidecars[1];
+    const ipOf = (p: string) => sb.pod(p).ipv4;
+    const cell = (variant: string, mode: Mode): Cell => {
+      const port = mode === 'sink' ? SINK : mode === 'http' ? HTTP : ECHO;
+      const vport = mode === 'sink' ? 81 : mode === 'http' ? 82 : 80;
+      const http = mode === 'http';
+      switch (variant) {
+        case 'plain':
+        case 'http-plain':
+          return { variant, client: 'uc', target: `${ipOf('us')}:${port}`, pids: [serverPid.get(`us:${mode}`)!], http };
+        case 'sockmesh':
+        case 'http-sockmesh':
+          return { variant, client: 'mc', target: `${VIP_SM}:${vport}`, pids: [serverPid.get(`ms:${mode}`)!], http };
+        case 'noredirect':
+          return { variant, client: 'rc', target: `${VIP_NR}:${vport}`, pids: [serverPid.get(`rs:${mode}`)!], http };
+        case 'sidecar': {
+          const sc = mode === 'sink' ? bulkSide : tcpSide;
+          return { variant, client: mode === 'sink' ? 'bc' : 'sc', target: sc.target, pids: [serverPid.get(`${mode === 'sink' ? 'bs' : 'ss'}:${mode}`)!, ...sc.pids], http };
+        }
+        case 'http-sidecar':
+          return { variant, client: 'hc', target: httpSidecars!.target, pids: [serverPid.get('hs:http')!, ...httpSidecars!.pids], http };
+        case 'http-l7':
+          return { variant, client: 'mc', target: `${VIP_L7}:80`, pids: [serverPid.get('ms:http')!, ...proxyPids], http };
+        case 'xnode-plain':
+          return { variant, client: 'uc', target: `${ipOf('xu')}:${port}`, pids: [serverPid.get(`xu:${mode}`)!], http };
+        case 'xnode-sockmesh':
+          return { variant, client: 'mc', target: `${VIP_X}:${vport}`, pids: [serverPid.get(`xs:${mode}`)!], http };
+      }
+      throw new Error(`no cell for ${variant}`);
+    };
+    const redirected = () => Number(agent!.datapath.counters().msg_redirected);
+    const client = async (c: Cell, args: string[]): Promise<any> => {
+      const r = await sb.exec(c.client, [native, '--target', c.target, ...(c.http ? ['--http'] : []), ...args], { timeoutMs: 600_000 });
+      const last = parseJsonLines(r.stdout).pop();
+      if (!last?.ok) throw new Error(`${c.variant} ${args.join(' ')}: ${r.stdout} ${r.stderr}`);
+      return last;
     };
 
-    const samples = new Map<string, Array<{ p50: number; p90: number; p99: number; cpu: number; redir: number }>>();
-    for (let rep = 0; rep < reps; rep++) {
-      for (const size of sizes) {
-        // Rotate which variant goes first, so drift in machine load hits all alike.
-        const k0 = (rep + sizes.indexOf(size)) % variants.length;
-        const order = [...variants.slice(k0), ...variants.slice(0, k0)];
-        for (const v of order) {
-          const c0 = dp.counters().msg_redirected;
-          const s0 = v.pids.reduce((a, p) => a + procCpuUs(p), 0);
-          const r = await runClient(v, size);
-          const s1 = v.pids.reduce((a, p) => a + procCpuUs(p), 0);
-          const redir = Number(dp.counters().msg_redirected - c0) / (rounds + warmup);
-          if (!r.last?.ok) throw new Error(`${v.key} ${size}B: ${r.stdout} ${r.stderr}`);
-          const pathCpu = ((s1 - s0) * rounds) / (rounds + warmup);
-          const cpu = (r.last.cpu_user_us + r.last.cpu_sys_us + pathCpu) / rounds;
-          const k = `${size}|${v.key}`;
-          if (!samples.has(k)) samples.set(k, []);
-          samples.get(k)!.push({ p50: r.last.p50_us, p90: r.last.p90_us, p99: r.last.p99_us, cpu, redir });
-          log(
-            `rep ${rep + 1}/${reps} ${String(size).padStart(6)} B  ${LABEL[v.key].padEnd(34)} p50 ${r.last.p50_us.toFixed(1).padStart(7)} us  ` +
-              `p99 ${r.last.p99_us.toFixed(1).padStart(7)} us  cpu ${cpu.toFixed(1).padStart(6)} us/rt  redirects/rt ${redir.toFixed(2)}`,
+    // Request/response: for every repetition, size and connection count, every variant once, in
+    // an order rotated each time so that drift in machine load hits all alike.
+    const samples = new Map<string, Array<{ hist: Hdr; p50: number; tps: number; cpu: number; redir: number }>>();
+    const cells = o.variants.map((v) => cell(v, VARIANTS[v].section === 'http' ? 'http' : 'echo'));
+    let turn = 0;
+    for (let rep = 0; rep < o.reps; rep++) {
+      for (const conns of o.conns) {
+        // Every connection does `perConn` rounds: about `rounds` in all for one connection, 4x as
+        // many transactions spread over the connections when there are several.
+        const perConn = conns === 1 ? o.rounds : Math.max(50, Math.ceil((4 * o.rounds) / conns));
+        const warm = Math.max(10, Math.min(1000, Math.floor(perConn / 10)));
+        for (const size of o.sizes) {
+          for (const c of rotate(cells, turn++)) {
+            const s0 = pidsCpuUs(c.pids);
+            const r0 = redirected();
+            const r = await client(c, ['--size', String(size), '--rounds', String(perConn), '--warmup', String(warm), '--conns', String(conns)]);
+            const s1 = pidsCpuUs(c.pids);
+            const txns = perConn * conns;
+            const all = (perConn + warm) * conns;
+            const pathCpu = ((s1 - s0) * txns) / all;
+            const cpu = (r.cpu_user_us + r.cpu_sys_us + pathCpu) / txns;
+            const redir = (redirected() - r0) / all;
+            const k = `${c.variant}|${size}|${conns}`;
+            if (!samples.has(k)) samples.set(k, []);
+            samples.get(k)!.push({ hist: Hdr.fromBuckets(r.hist.buckets), p50: r.p50_us, tps: r.tps, cpu, redir });
+            log(
+              `rep ${rep + 1}/${o.reps} ${String(size).padStart(6)} B × ${String(conns).padStart(2)} conns  ${c.variant.padEnd(15)} ` +
+                `p50 ${r.p50_us.toFixed(1).padStart(7)} us  p99 ${r.p99_us.toFixed(1).padStart(7)} us  ${Math.round(r.tps).toString().padStart(7)} tps  ` +
+                `cpu ${cpu.toFixed(1).padStart(6)} us/txn  redirects/txn ${redir.toFixed(2)}`,
+            );
+          }
+        }
+      }
+    }
+
+    // Bulk: one connection streams bulkMiB in writes of each size into a sink.
+    const bulkSamples = new Map<string, Array<{ gbit: number; cpu: number; redir: number }>>();
+    const bulkCells = bulk ? o.variants.filter((v) => VARIANTS[v].bulk).map((v) => cell(v, 'sink')) : [];
+    for (let rep = 0; rep < o.reps && bulkCells.length; rep++) {
+      for (const write of o.bulkWrites) {
+      for (const c of rotate(bulkCells, turn++)) {
+        const bytes = o.bulkMiB << 20;
+        const s0 = pidsCpuUs(c.pids);
+        const r0 = redirected();
+        const r = await client(c, ['--bulk', String(bytes), '--size', String(write)]);
+        const s1 = pidsCpuUs(c.pids);
+        const mib = r.bytes / (1 << 20);
+        const cpu = (r.cpu_user_us + r.cpu_sys_us + (s1 - s0)) / mib;
+        const redir = (redirected() - r0) / mib;
+        const k = `${c.variant}|${write}`;
+        if (!bulkSamples.has(k)) bulkSamples.set(k, []);
+        bulkSamples.get(k)!.push({ gbit: r.gbit_s, cpu, redir });
+        log(`rep ${rep + 1}/${o.reps} bulk ${o.bulkMiB} MiB in ${write} B writes  ${c.variant.padEnd(15)} ${r.gbit_s.toFixed(2).padStart(6)} Gbit/s  cpu ${cpu.toFixed(0).padStart(6)} us/MiB  redirects/MiB ${redir.toFixed(1)}`);
+      }
+      }
+    }
+
+    const rows: PingpongRow[] = [];
+    for (const [k, s] of samples) {
+      const [variant, size, conns] = k.split('|');
+      const h = new Hdr();
+      for (const x of s) h.add(x.hist);
+      rows.push({
+        variant,
+        size: Number(size),
+        conns: Number(conns),
+        p50_us: h.percentile(50) / 1e3,
+        p90_us: h.percentile(90) / 1e3,
+        p99_us: h.percentile(99) / 1e3,
+        p50_median_us: median(s.map((x) => x.p50)),
+        tps: median(s.map((x) => x.tps)),
+        cpu_us_per_txn: median(s.map((x) => x.cpu)),
+        redirects_per_txn: median(s.map((x) => x.redir)),
+        runs: s.length,
+      });
+    }
+    const bulkRows: BulkRow[] = [...bulkSamples].map(([k, s]) => ({
+      variant: k.split('|')[0],
+      write_size: Number(k.split('|')[1]),
+      gbit_s: median(s.map((x) => x.gbit)),
+      cpu_us_per_mib: median(s.map((x) => x.cpu)),
+      redirects_per_mib: median(s.map((x) => x.redir)),
+      runs: s.length,
+    }));
+    const counters = Object.fromEntries(Object.entries(agent.datapath.counters()).map(([k, v]) => [k, String(v)]));
+    const data: PingpongData = { options: { ...o, log: undefined, quick: undefined } as PingpongOptions, rows, bulk: bulkRows, counters };
+    return { name: 'pingpong', title: 'Pod to service: request/response and bulk', markdown: pingpongMarkdown(data), data, charts: pingpongCharts(data) };
+  } finally {
+    proxy?.kill('SIGKILL');
+    for (const s of sidecars) await s.stop().catch(() => undefined);
+    for (const s of servers) await s.stop();
+    agent?.stop();
+    dp2?.close();
+    for (const d of [bpffs1, bpffs2]) if (fs.existsSync(d)) Datapath.remove(d);
+    await sb.teardown();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const ratio = (a: number, b?: number) => (b ? `${(a / b).toFixed(2)}×` : '–');
+const fmt = (x: number, d = 1) => x.toFixed(d);
+
+export function pingpongMarkdown(d: PingpongData): string {
+  const out: string[] = [];
+  for (const section of ['tcp', 'http', 'xnode'] as const) {
+    const rows = d.rows.filter((r) => VARIANTS[r.variant].section === section);
+    if (!rows.length) continue;
+    out.push(`### ${SECTION_TITLE[section]}\n`);
+    out.push('| size | conns | variant | p50 (µs) | p90 (µs) | p99 (µs) | p50 vs no mesh | txn/s | CPU/txn (µs) | CPU vs no mesh | redirects/txn |');
+    out.push('|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const conns of d.options.conns) {
+      for (const size of d.options.sizes) {
+        for (const v of d.options.variants.filter((x) => VARIANTS[x].section === section)) {
+          const r = rows.find((x) => x.variant === v && x.size === size && x.conns === conns);
+          if (!r) continue;
+          const b = rows.find((x) => x.variant === VARIANTS[v].base && x.size === size && x.conns === conns);
+          out.push(
+            `| ${size} B | ${conns} | ${VARIANTS[v].label} | ${fmt(r.p50_us)} | ${fmt(r.p90_us)} | ${fmt(r.p99_us)} | ${ratio(r.p50_us, b?.p50_us)} | ` +
+              `${Math.round(r.tps)} | ${fmt(r.cpu_us_per_txn)} | ${ratio(r.cpu_us_per_txn, b?.cpu_us_per_txn)} | ${fmt(r.redirects_per_txn, 2)} |`,
           );
         }
       }
     }
-    const counters = dp.counters();
-    const rows: PingpongRow[] = [];
-    for (const size of sizes) {
-      for (const v of variants) {
-        const s = samples.get(`${size}|${v.key}`)!;
-        rows.push({
-          size,
-          variant: v.key,
-          p50_us: median(s.map((x) => x.p50)),
-          p90_us: median(s.map((x) => x.p90)),
-          p99_us: median(s.map((x) => x.p99)),
-          cpu_us_per_rt: median(s.map((x) => x.cpu)),
-          redirects_per_rt: median(s.map((x) => x.redir)),
-          runs: s.length,
-        });
-      }
-    }
-    const lines = [
-      `| size | variant | p50 (µs) | p99 (µs) | p50 vs plain | CPU/rt (µs) | CPU vs plain | redirects/rt |`,
-      `|---:|---|---:|---:|---:|---:|---:|---:|`,
-    ];
-    for (const size of sizes) {
-      const base = rows.find((r) => r.size === size && r.variant === 'plain');
-      for (const r of rows.filter((x) => x.size === size)) {
-        const ratio = (a: number, b?: number) => (b ? `${(a / b).toFixed(2)}×` : '–');
-        lines.push(
-          `| ${size} B | ${LABEL[r.variant]} | ${r.p50_us.toFixed(1)} | ${r.p99_us.toFixed(1)} | ${ratio(r.p50_us, base?.p50_us)} | ` +
-            `${r.cpu_us_per_rt.toFixed(1)} | ${ratio(r.cpu_us_per_rt, base?.cpu_us_per_rt)} | ${r.redirects_per_rt.toFixed(2)} |`,
+    out.push('');
+  }
+  if (d.bulk.length) {
+    out.push(`### Bulk throughput (one connection, ${d.options.bulkMiB} MiB per transfer into a sink)\n`);
+    out.push('| writes | variant | Gbit/s | vs no mesh | CPU per MiB (µs) | CPU vs no mesh | redirects/MiB |');
+    out.push('|---:|---|---:|---:|---:|---:|---:|');
+    for (const write of d.options.bulkWrites) {
+      for (const r of d.bulk.filter((x) => x.write_size === write)) {
+        const b = d.bulk.find((x) => x.variant === VARIANTS[r.variant].base && x.write_size === write);
+        out.push(
+          `| ${write} B | ${VARIANTS[r.variant].label}${VARIANTS[r.variant].section === 'xnode' ? ' (cross node)' : ''} | ${fmt(r.gbit_s, 2)} | ${ratio(r.gbit_s, b?.gbit_s)} | ` +
+            `${fmt(r.cpu_us_per_mib, 0)} | ${ratio(r.cpu_us_per_mib, b?.cpu_us_per_mib)} | ${fmt(r.redirects_per_mib, 1)} |`,
         );
       }
     }
-    const markdown =
-      `${lines.join('\n')}\n\n` +
-      `${o.client} client/server; ${reps} interleaved repetitions × ${rounds} round trips (after ${warmup} warm-up) per cell; medians of per-run values.\n` +
-      `kernel counters: msg_redirected=${counters.msg_redirected} msg_fallback=${counters.msg_fallback} sock_local_pair=${counters.sock_local_pair}\n`;
-    return {
-      options: { ...o, log: undefined },
-      warmup,
-      rows,
-      counters: Object.fromEntries(Object.entries(counters).map(([k, v]) => [k, String(v)])),
-      markdown,
-    };
-  } finally {
-    if (sidecars) await sidecars.stop().catch(() => undefined);
-    for (const s of servers) await s.stop();
-    dp?.close();
-    if (fs.existsSync(bpffs)) Datapath.remove(bpffs);
-    await sb.teardown();
+    out.push('');
   }
+  const o = d.options;
+  out.push(
+    `Native client and server (bench/native/pingpong.c); ${o.reps} interleaved repetitions per cell; one connection: ${o.rounds} round trips per run; ` +
+      `N connections: max(50, 4·${o.rounds}/N) round trips on each, all concurrently. Percentiles from the HDR histograms of all repetitions merged; ` +
+      `txn/s and CPU are medians over repetitions. kernel counters (node 1) after the run: ` +
+      `msg_redirected=${d.counters.msg_redirected} msg_fallback=${d.counters.msg_fallback} sock_local_pair=${d.counters.sock_local_pair}.\n`,
+  );
+  return out.join('\n');
 }
 
-export function pingpongArgs(argv: string[]): PingpongOptions & { out?: string } {
+export function pingpongCharts(d: PingpongData): ChartSpec[] {
+  const charts: ChartSpec[] = [];
+  for (const section of ['tcp', 'http', 'xnode'] as const) {
+    const vs = d.options.variants.filter((x) => VARIANTS[x].section === section);
+    if (!vs.length) continue;
+    for (const conns of d.options.conns) {
+      const groups = d.options.sizes.map((s) => `${s} B`);
+      const pick = (v: string, f: (r: PingpongRow) => number) =>
+        d.options.sizes.map((size) => {
+          const r = d.rows.find((x) => x.variant === v && x.size === size && x.conns === conns);
+          return r ? f(r) : null;
+        });
+      charts.push({
+        name: `pingpong-${section}-c${conns}-p50`,
+        title: `${SECTION_TITLE[section]}, ${conns} connection${conns > 1 ? 's' : ''}: p50 latency per transaction`,
+        unit: 'µs',
+        groups,
+        series: vs.map((v) => ({ label: VARIANTS[v].label, values: pick(v, (r) => r.p50_us) })),
+      });
+      charts.push({
+        name: `pingpong-${section}-c${conns}-cpu`,
+        title: `${SECTION_TITLE[section]}, ${conns} connection${conns > 1 ? 's' : ''}: CPU per transaction (all processes on the path)`,
+        unit: 'µs',
+        groups,
+        series: vs.map((v) => ({ label: VARIANTS[v].label, values: pick(v, (r) => r.cpu_us_per_txn) })),
+      });
+    }
+  }
+  if (d.bulk.length) {
+    const vs = [...new Set(d.bulk.map((r) => r.variant))];
+    charts.push({
+      name: 'pingpong-bulk',
+      title: `Bulk throughput, one connection, by write size`,
+      unit: 'Gbit/s',
+      groups: d.options.bulkWrites.map((w) => `${w} B writes`),
+      series: vs.map((v) => ({
+        label: `${VARIANTS[v].label}${VARIANTS[v].section === 'xnode' ? ' (x-node)' : ''}`,
+        values: d.options.bulkWrites.map((w) => d.bulk.find((r) => r.variant === v && r.write_size === w)?.gbit_s ?? null),
+      })),
+    });
+  }
+  return charts;
+}
+
+export function pingpongArgs(argv: string[], quick = false): PingpongOptions & { out?: string } {
   const { values } = parseArgs({
     args: argv,
     options: {
-      rounds: { type: 'string', default: '5000' },
-      reps: { type: 'string', default: '5' },
+      rounds: { type: 'string', default: quick ? '1000' : '5000' },
+      reps: { type: 'string', default: quick ? '1' : '5' },
       sizes: { type: 'string', default: '64,4096,65536' },
-      client: { type: 'string', default: 'native' },
+      conns: { type: 'string', default: '1,32' },
       variants: { type: 'string', default: ALL_VARIANTS.join(',') },
+      'bulk-mib': { type: 'string', default: quick ? '16' : '256' },
+      'bulk-writes': { type: 'string', default: '4096,65536' },
+      'l7-warmup': { type: 'string', default: quick ? '250' : '5000' },
       out: { type: 'string' },
     },
   });
-  if (values.client !== 'native' && values.client !== 'node') throw new Error(`--client must be native or node`);
+  const nums = (s: string, what: string) =>
+    s.split(',').map((x) => {
+      const n = Number(x);
+      if (!Number.isInteger(n) || n < 1) throw new Error(`--${what}: '${x}' is not a positive integer`);
+      return n;
+    });
+  const one = (s: string, what: string, min: number) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${what}: '${s}' is not an integer >= ${min}`);
+    return n;
+  };
   return {
-    rounds: Number(values.rounds),
-    reps: Number(values.reps),
-    sizes: values.sizes!.split(',').map(Number),
-    client: values.client,
+    rounds: one(values.rounds!, 'rounds', 1),
+    reps: one(values.reps!, 'reps', 1),
+    sizes: nums(values.sizes!, 'sizes'),
+    conns: nums(values.conns!, 'conns'),
     variants: values.variants!.split(',').filter(Boolean),
+    bulkMiB: one(values['bulk-mib']!, 'bulk-mib', 0),
+    bulkWrites: nums(values['bulk-writes']!, 'bulk-writes'),
+    l7Warmup: one(values['l7-warmup']!, 'l7-warmup', 1),
     out: values.out,
   };
 }
 
 async function main(): Promise<void> {
-  const { out, ...o } = pingpongArgs(process.argv.slice(2));
-  const res = await runPingpong(o);
+  const argv = process.argv.slice(2);
+  const quick = argv.includes('--quick');
+  const { out, ...o } = pingpongArgs(argv.filter((a) => a !== '--quick'), quick);
+  const res = await runPingpong({ ...o, quick, log: (l) => process.stderr.write(l + '\n') });
   process.stdout.write(`\n${res.markdown}`);
-  if (out) fs.writeFileSync(out, JSON.stringify({ ...res, markdown: undefined }, null, 2));
+  if (out) fs.writeFileSync(out, JSON.stringify(res.data, null, 2));
 }
 
 if (require.main === module) {
