@@ -475,6 +475,52 @@ test('a ClusterLoadAssignment that never arrives: "resource does not exist" afte
   }
 });
 
+test('many ClusterLoadAssignments that never arrive are given up in one batch: one warning, one snapshot', async () => {
+  const { log, lines } = memLog();
+  const server = new AdsServer({ log });
+  const ghosts = Array.from({ length: 200 }, (_, i) => `ghost-${String(i).padStart(3, '0')}`);
+  server.setSnapshot(entries({ clusters: [cluster(A), ...ghosts.map((g, i) => cluster(`c${i}`, g))], clas: [cla(A, 80)] }));
+  const port = await server.listen('127.0.0.1:0');
+  const client = new XdsClient({ server: `127.0.0.1:${port}`, mode: 'sotw', node: { id: 't' }, resourceTimeoutMs: 200, log, watch: { [TYPE.CLUSTER]: '*' } });
+  try {
+    let missing = 0;
+    client.on('missing', () => missing++);
+    await waitEvent<XdsSnapshot>(client, 'snapshot', (s) => s.resources[TYPE.CLUSTER].length === 201);
+    assert.equal(missing, 200);
+    assert.deepEqual(client.state()[TYPE.ENDPOINT].missing, ghosts);
+    const warns = lines.filter((l) => l.msg === 'xds: resource does not exist');
+    assert.equal(warns.length, 1, JSON.stringify(warns));
+    assert.equal(warns[0].count, 200);
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});
+
+test('a blocked event loop does not give up a resource whose response is waiting to be read', async () => {
+  // What an agent decoding a 10k-service push goes through: the "does not exist" timer comes due
+  // while the process is busy, before the EDS response that answers it has been read.
+  const { log, lines } = memLog();
+  const server = new AdsServer({ log });
+  server.setSnapshot(entries({ clusters: [cluster(A)], clas: [cla(A, 80)] }));
+  const port = await server.listen('127.0.0.1:0');
+  const client = new XdsClient({ server: `127.0.0.1:${port}`, mode: 'sotw', node: { id: 't' }, resourceTimeoutMs: 200, log, watch: { [TYPE.CLUSTER]: '*' } });
+  try {
+    client.once('update', (u: { typeUrl: string }) => {
+      assert.equal(u.typeUrl, TYPE.CLUSTER);
+      const until = Date.now() + 1600; // the EDS subscription is armed; block past its deadline
+      while (Date.now() < until);
+    });
+    const s = await waitEvent<XdsSnapshot>(client, 'snapshot', (x) => x.resources[TYPE.ENDPOINT].length === 1);
+    assert.deepEqual(s.resources[TYPE.ENDPOINT].map((r) => r.name), [A]);
+    assert.deepEqual(client.state()[TYPE.ENDPOINT].missing, []);
+    assert.ok(!lines.some((l) => l.msg === 'xds: resource does not exist'), 'gave up a resource that had arrived');
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});
+
 test('TLS from files and a bearer token re-read on every reconnect', async () => {
   const fix = path.join(fixturesDir(), 'tls');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smxds-'));

@@ -123,6 +123,9 @@ const ENVOY_TYPES: readonly TypeUrl[] = [TYPE.CLUSTER, TYPE.ENDPOINT, TYPE.LISTE
 /** Make-before-break order of requests on a new stream; the ambient types follow. */
 const REQUEST_ORDER: readonly TypeUrl[] = [TYPE.CLUSTER, TYPE.ENDPOINT, TYPE.LISTENER, TYPE.ROUTE, TYPE.ADDRESS, TYPE.AUTHORIZATION];
 const CLIENT_VERSION = '0.1.0';
+/** A "does not exist" timer this late (ms) ran after a blocked event loop: grant TIMER_GRACE_MS. */
+const TIMER_LATE_MS = 1000;
+const TIMER_GRACE_MS = 2000;
 
 interface Held extends XdsResource {
   hash: string;
@@ -138,7 +141,10 @@ interface TypeState {
   received: boolean;
   typeTimedOut: boolean;
   missing: Set<string>;
-  timers: Map<string, NodeJS.Timeout>;
+  /** Requested names not held yet -> when they are given up ("does not exist"), ms since epoch. */
+  timers: Map<string, number>;
+  /** One timer per type expires every name whose deadline passed (see expire()). */
+  expiryTimer?: NodeJS.Timeout;
   typeTimer?: NodeJS.Timeout;
   // Per stream:
   lastNonce: string;
@@ -416,8 +422,9 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
 
   private clearTimers(): void {
     for (const st of this.types.values()) {
-      for (const t of st.timers.values()) clearTimeout(t);
       st.timers.clear();
+      if (st.expiryTimer) clearTimeout(st.expiryTimer);
+      st.expiryTimer = undefined;
       if (st.typeTimer) clearTimeout(st.typeTimer);
       st.typeTimer = undefined;
     }
@@ -509,29 +516,70 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
 
   /** Starts "does not exist" timers for requested names not held, and the first-response timer. */
   private armTimers(st: TypeState, d: { wildcard: boolean; names: Set<string> }): void {
+    const deadline = Date.now() + this.resourceTimeoutMs;
     for (const name of d.names) {
       if (st.resources.has(name) || st.missing.has(name) || st.timers.has(name)) continue;
-      st.timers.set(
-        name,
-        setTimeout(() => {
-          st.timers.delete(name);
-          if (st.resources.has(name)) return;
-          st.missing.add(name);
-          this.log.warn('xds: resource does not exist', { type: SHORT_NAME[st.typeUrl], name, waitedMs: this.resourceTimeoutMs });
-          this.emit('missing', { typeUrl: st.typeUrl, name });
-          this.maybeEmitSnapshot();
-        }, this.resourceTimeoutMs),
-      );
+      st.timers.set(name, deadline);
     }
+    this.scheduleExpiry(st);
     if (d.wildcard && !st.received && !st.typeTimedOut && !st.typeTimer) {
-      st.typeTimer = setTimeout(() => {
+      const due = Date.now() + this.resourceTimeoutMs;
+      const fire = (): void => {
         st.typeTimer = undefined;
         if (st.received) return;
+        if (Date.now() - due > TIMER_LATE_MS) {
+          // The event loop was busy (decoding a large response): the answer may be read next.
+          st.typeTimer = setTimeout(fire, TIMER_GRACE_MS);
+          return;
+        }
         st.typeTimedOut = true;
         this.log.warn('xds: no response for a subscribed type', { type: SHORT_NAME[st.typeUrl], waitedMs: this.resourceTimeoutMs });
         this.maybeEmitSnapshot();
-      }, this.resourceTimeoutMs);
+      };
+      st.typeTimer = setTimeout(fire, this.resourceTimeoutMs);
     }
+  }
+
+  /** (Re)arms the type's single expiry timer for the earliest pending deadline. */
+  private scheduleExpiry(st: TypeState): void {
+    if (st.expiryTimer || !st.timers.size) return;
+    let next = Infinity;
+    for (const t of st.timers.values()) if (t < next) next = t;
+    st.expiryTimer = setTimeout(() => this.expire(st, next), Math.max(0, next - Date.now()));
+  }
+
+  /**
+   * Gives up every requested name whose deadline passed, in one batch with one snapshot: with
+   * thousands of clusters, a timer and a snapshot rebuild per name kept the agent busy for
+   * minutes while the EDS response that would have answered them sat unread. A timer that fires
+   * late means the event loop was blocked (typically decoding another type's large response);
+   * the awaited response may be waiting in the socket, so it gets a short grace first.
+   */
+  private expire(st: TypeState, due: number): void {
+    st.expiryTimer = undefined;
+    const now = Date.now();
+    if (now - due > TIMER_LATE_MS) {
+      st.expiryTimer = setTimeout(() => this.expire(st, Date.now() + TIMER_GRACE_MS), TIMER_GRACE_MS);
+      return;
+    }
+    const gone: string[] = [];
+    for (const [name, deadline] of st.timers) {
+      if (deadline > now) continue;
+      st.timers.delete(name);
+      if (st.resources.has(name)) continue;
+      st.missing.add(name);
+      gone.push(name);
+    }
+    if (gone.length) {
+      this.log.warn('xds: resource does not exist', {
+        type: SHORT_NAME[st.typeUrl],
+        ...(gone.length === 1 ? { name: gone[0] } : { count: gone.length, names: gone.slice(0, 10) }),
+        waitedMs: this.resourceTimeoutMs,
+      });
+      for (const name of gone) this.emit('missing', { typeUrl: st.typeUrl, name });
+      this.maybeEmitSnapshot();
+    }
+    this.scheduleExpiry(st);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -710,11 +758,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       st.resources.set(c.name, r);
       (held ? update.updated : update.added).push(strip(r));
       st.missing.delete(c.name);
-      const t = st.timers.get(c.name);
-      if (t) {
-        clearTimeout(t);
-        st.timers.delete(c.name);
-      }
+      st.timers.delete(c.name); // the expiry timer skips names no longer pending
     }
     for (const n of removedNames) if (st.resources.delete(n)) update.removed.push(n);
     return update;
@@ -749,12 +793,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       }
     }
     for (const name of [...st.missing]) if (!d.names.has(name)) st.missing.delete(name);
-    for (const [name, t] of st.timers) {
-      if (!d.names.has(name)) {
-        clearTimeout(t);
-        st.timers.delete(name);
-      }
-    }
+    for (const name of [...st.timers.keys()]) if (!d.names.has(name)) st.timers.delete(name);
     if (!d.wildcard && !d.names.size) st.received = false;
     return removed;
   }
