@@ -158,7 +158,7 @@ const SPECIAL = new Set([
  * (an Any in an Any too), and never carrying a top-level `@type` of their own.
  */
 function isSpecialWkt(type: protobuf.Type): boolean {
-  return SPECIAL.has(type.fullName);
+  return SPECIAL.has(fullNameOf(type));
 }
 
 const INT64 = new Set(['int64', 'uint64', 'sint64', 'fixed64', 'sfixed64']);
@@ -197,7 +197,7 @@ function toBase64(b: Uint8Array): string {
 // Message → JSON
 
 function messageToJson(type: protobuf.Type, msg: Msg, path: string): unknown {
-  switch (type.fullName) {
+  switch (fullNameOf(type)) {
     case '.google.protobuf.Any':
       return anyToJson(msg, path);
     case '.google.protobuf.Duration':
@@ -213,7 +213,7 @@ function messageToJson(type: protobuf.Type, msg: Msg, path: string): unknown {
     case '.google.protobuf.FieldMask':
       return ((msg.paths as string[] | undefined) ?? []).map(lowerCamel).join(',');
   }
-  const wrapped = WRAPPERS[type.fullName];
+  const wrapped = WRAPPERS[fullNameOf(type)];
   if (wrapped) {
     const f = type.fields.value;
     return scalarToJson(wrapped, msg.value ?? f.typeDefault);
@@ -257,7 +257,7 @@ function fieldValueToJson(field: protobuf.Field, v: unknown, path: string): unkn
 }
 
 function enumToJson(e: protobuf.Enum, n: number): unknown {
-  if (e.fullName === '.google.protobuf.NullValue') return null;
+  if (fullNameOf(e) === '.google.protobuf.NullValue') return null;
   return enumNames(e).get(n) ?? n;
 }
 
@@ -379,6 +379,20 @@ function valueToJson(msg: Msg, path: string): unknown {
 // ---------------------------------------------------------------------------------------------
 // JSON → protobufjs object form (keepCase names, Any packed, enums as numbers, longs as strings)
 
+/**
+ * protobufjs computes `fullName` on every read (it walks the parents and joins their names); the
+ * conversions ask it several times per message, which was a large share of a config reload's CPU.
+ */
+const fullNames = new WeakMap<protobuf.ReflectionObject, string>();
+function fullNameOf(t: protobuf.ReflectionObject): string {
+  let n = fullNames.get(t);
+  if (n === undefined) {
+    n = t.fullName;
+    fullNames.set(t, n);
+  }
+  return n;
+}
+
 const fieldIndex = new WeakMap<protobuf.Type, Map<string, protobuf.Field>>();
 function fieldsByJsonKey(type: protobuf.Type): Map<string, protobuf.Field> {
   let m = fieldIndex.get(type);
@@ -394,7 +408,7 @@ function fieldsByJsonKey(type: protobuf.Type): Map<string, protobuf.Field> {
 }
 
 function messageFromJson(type: protobuf.Type, j: unknown, path: string, opts: FromJsonOptions): unknown {
-  switch (type.fullName) {
+  switch (fullNameOf(type)) {
     case '.google.protobuf.Any':
       return anyFromJson(j, path, opts);
     case '.google.protobuf.Duration':
@@ -412,7 +426,7 @@ function messageFromJson(type: protobuf.Type, j: unknown, path: string, opts: Fr
       if (typeof j !== 'string') throw jsonErr(path, `expected a string for google.protobuf.FieldMask, got ${describe(j)}`);
       return { paths: j === '' ? [] : j.split(',').map((p) => p.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())) };
   }
-  const wrapped = WRAPPERS[type.fullName];
+  const wrapped = WRAPPERS[fullNameOf(type)];
   if (wrapped) return { value: scalarFromJson(wrapped, j, path) };
 
   if (!isPlainObject(j)) throw jsonErr(path, `expected an object for ${typeNameOf(type.fullName)}, got ${describe(j)}`);
@@ -426,7 +440,7 @@ function messageFromJson(type: protobuf.Type, j: unknown, path: string, opts: Fr
       if (opts.ignoreUnknownFields) continue;
       throw jsonErr(p, `unknown field "${key}" in ${typeNameOf(type.fullName)}`);
     }
-    const isValueMsg = field.resolvedType instanceof protobuf.Type && field.resolvedType.fullName === '.google.protobuf.Value';
+    const isValueMsg = field.resolvedType instanceof protobuf.Type && fullNameOf(field.resolvedType) === '.google.protobuf.Value';
     if (val === null && !(isValueMsg && !field.repeated && !field.map)) continue; // null means "not set"
     if (hasOwn(out, field.name)) throw jsonErr(p, `field ${field.name} given twice`);
     if (field.partOf) {
@@ -484,7 +498,7 @@ function fieldValueFromJson(field: protobuf.Field, v: unknown, path: string, opt
 }
 
 function enumFromJson(e: protobuf.Enum, v: unknown, path: string): number {
-  if (e.fullName === '.google.protobuf.NullValue' && v === null) return 0;
+  if (fullNameOf(e) === '.google.protobuf.NullValue' && v === null) return 0;
   if (typeof v === 'string') {
     if (hasOwn(e.values, v)) return e.values[v];
     throw jsonErr(path, `unknown value ${JSON.stringify(v)} for enum ${typeNameOf(e.fullName)} (expected one of ${Object.keys(e.values).join(', ')})`);
