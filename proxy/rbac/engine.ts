@@ -178,18 +178,6 @@ function labels(filters: RbacFilterConfig[]): string[] {
 // ---------------------------------------------------------------------------------------------
 // Views of a request
 
-function lazyIp(text: string): () => Ip | undefined {
-  let done = false;
-  let ip: Ip | undefined;
-  return () => {
-    if (!done) {
-      ip = parseIp(text);
-      done = true;
-    }
-    return ip;
-  };
-}
-
 const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 
 /** The contract says string; node's own header objects hold string[] for repeated headers. */
@@ -199,32 +187,83 @@ function headerText(v: unknown): string | undefined {
   return v === undefined || v === null ? undefined : String(v);
 }
 
-function views(req: RequestAttributes): { http: View; network: View } {
-  const headers = req.headers ?? {};
-  const raw = {
-    destinationIp: String(req.destinationIp ?? ''),
-    directRemoteIp: String(req.directRemoteIp ?? ''),
-    remoteIp: String(req.remoteIp ?? ''),
-  };
-  const connection = {
-    principal: req.principal ? req.principal : undefined, // "" is no identity
-    sni: req.requestedServerName ?? '',
-    destinationPort: req.destinationPort,
-    destinationIp: lazyIp(raw.destinationIp),
-    directRemoteIp: lazyIp(raw.directRemoteIp),
-    remoteIp: lazyIp(raw.remoteIp),
-    rawIp: (w: keyof typeof raw) => raw[w],
-  };
-  const http: View = {
-    ...connection,
-    // :method and :path come from the request itself when the header map lacks them.
-    header: (name) => (hasOwn(headers, name) ? headerText(headers[name]) : name === ':method' ? req.method : name === ':path' ? req.path : undefined),
-    path: req.path,
-    urlPath: stripQuery(req.path ?? ''),
-  };
-  // A network filter sees the connection only: no headers, no path (Envoy passes it an empty header map).
-  const network: View = { ...connection, header: () => undefined, path: undefined, urlPath: undefined };
-  return { http, network };
+type IpSource = 'destinationIp' | 'directRemoteIp' | 'remoteIp';
+
+/**
+ * What the connection says (both views share it): addresses parsed on first use, at most once per
+ * evaluation. A class rather than closures: one allocation per request on the hot path.
+ */
+class ConnectionFacts {
+  readonly raw: Record<IpSource, string>;
+  private readonly parsed: Partial<Record<IpSource, Ip | null>> = {};
+
+  constructor(req: RequestAttributes) {
+    this.raw = {
+      destinationIp: String(req.destinationIp ?? ''),
+      directRemoteIp: String(req.directRemoteIp ?? ''),
+      remoteIp: String(req.remoteIp ?? ''),
+    };
+  }
+
+  ip(which: IpSource): Ip | undefined {
+    let ip = this.parsed[which];
+    if (ip === undefined) ip = this.parsed[which] = parseIp(this.raw[which]) ?? null;
+    return ip ?? undefined;
+  }
+}
+
+/** An HTTP filter's view: the request and its connection. */
+class HttpView implements View {
+  readonly principal: string | undefined;
+  readonly sni: string;
+  readonly destinationPort: number;
+  readonly path: string | undefined;
+  readonly urlPath: string | undefined;
+  private readonly headers: Record<string, unknown>;
+
+  constructor(
+    private readonly req: RequestAttributes,
+    readonly facts: ConnectionFacts,
+  ) {
+    this.headers = req.headers ?? {};
+    this.principal = req.principal ? req.principal : undefined; // "" is no identity
+    this.sni = req.requestedServerName ?? '';
+    this.destinationPort = req.destinationPort;
+    this.path = req.path;
+    this.urlPath = stripQuery(req.path ?? '');
+  }
+
+  // :method and :path come from the request itself when the header map lacks them.
+  header(name: string): string | undefined {
+    const h = this.headers;
+    return hasOwn(h, name) ? headerText(h[name]) : name === ':method' ? this.req.method : name === ':path' ? this.req.path : undefined;
+  }
+
+  destinationIp(): Ip | undefined {
+    return this.facts.ip('destinationIp');
+  }
+
+  directRemoteIp(): Ip | undefined {
+    return this.facts.ip('directRemoteIp');
+  }
+
+  remoteIp(): Ip | undefined {
+    return this.facts.ip('remoteIp');
+  }
+
+  rawIp(which: IpSource): string {
+    return this.facts.raw[which];
+  }
+}
+
+/** A network filter sees the connection only: no headers, no path (Envoy passes it an empty header map). */
+class NetworkView extends HttpView {
+  override readonly path: undefined = undefined;
+  override readonly urlPath: undefined = undefined;
+
+  override header(): undefined {
+    return undefined;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,6 +273,26 @@ interface EngineResult {
   /** The effective policy: the first (in name order) that matched, or counted as matching when failing closed. */
   policy?: string;
   failedClosed: boolean;
+}
+
+/** A Decision with its fields in the documented order; `filter`/`policy` only when known. */
+function decision(
+  allow: boolean,
+  reason: string,
+  filter: string | undefined,
+  policy: string | undefined,
+  dryRun: DryRunResult[],
+  unsupported: Set<string>,
+  logged: string[],
+): Decision {
+  const d = { allow } as Decision;
+  if (filter !== undefined) d.filter = filter;
+  if (policy !== undefined) d.policy = policy;
+  d.reason = reason;
+  d.dryRun = dryRun;
+  d.unsupported = unsupported.size ? [...unsupported] : [];
+  d.logged = logged;
+  return d;
 }
 
 export function compileRbacFilters(filters: RbacFilterConfig[], opts: CompileOptions = {}): RbacEvaluator {
@@ -273,24 +332,19 @@ export function compileRbacFilters(filters: RbacFilterConfig[], opts: CompileOpt
   }
 
   function evaluate(req: RequestAttributes): Decision {
-    const v = views(req);
+    // The network view is needed only by a chain with network filters (rare for the proxy).
+    const httpView = new HttpView(req, new ConnectionFacts(req));
+    let networkView: NetworkView | undefined;
     const ctx: EvalContext = { notes: [] };
     const dryRun: DryRunResult[] = [];
     const unsupported = new Set<string>();
     const logged: string[] = [];
     let lastAllow: { filter: string; policy: string } | undefined;
     let denyEnforced = false;
-    const finish = (allow: boolean, reason: string, filter?: string, policy?: string): Decision => ({
-      allow,
-      ...(filter !== undefined ? { filter } : {}),
-      ...(policy !== undefined ? { policy } : {}),
-      reason,
-      dryRun,
-      unsupported: [...unsupported],
-      logged,
-    });
+    const finish = (allow: boolean, reason: string, filter?: string, policy?: string): Decision =>
+      decision(allow, reason, filter, policy, dryRun, unsupported, logged);
     for (const f of compiled) {
-      const view = f.network ? v.network : v.http;
+      const view = f.network ? (networkView ??= new NetworkView(req, httpView.facts)) : httpView;
       if (f.shadow.kind === 'rules') {
         const e = f.shadow.engine;
         const r = runEngine(f, e, view, ctx, unsupported, true);

@@ -54,7 +54,8 @@ export class ConnState {
 
 /** The access-log line of one request, filled in as the request goes, written once. */
 export class RequestRecord {
-  readonly time = new Date().toISOString();
+  /** Wall-clock start (ms); formatted only when an access-log line is written (`time`). */
+  private readonly startedAt = Date.now();
   readonly started = performance.now();
   method?: string;
   path?: string;
@@ -65,9 +66,10 @@ export class RequestRecord {
   policy?: string;
   filter?: string;
   reason?: string;
-  dryRun: DryRunResult[] = [];
-  logged: string[] = [];
-  unsupported: string[] = [];
+  // Shared empty lists until a decision fills them in (only read, never appended to).
+  dryRun: readonly DryRunResult[] = NONE;
+  logged: readonly string[] = NONE;
+  unsupported: readonly string[] = NONE;
   status = 0;
   grpcStatus?: number;
   upstreamStarted?: number;
@@ -85,6 +87,11 @@ export class RequestRecord {
     readonly conn: ConnState | undefined,
     readonly protocol: string,
   ) {}
+
+  /** ISO 8601 start time of the request, as in the access log. */
+  get time(): string {
+    return new Date(this.startedAt).toISOString();
+  }
 
   setOrigin(o: OriginOk): void {
     this.destination = o.destination;
@@ -148,6 +155,8 @@ export class RequestRecord {
   }
 }
 
+const NONE: readonly never[] = Object.freeze([]);
+
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }
@@ -201,9 +210,9 @@ export class ProxyCore {
       rec.filter = d.filter;
       rec.policy = d.policy;
       rec.reason = d.reason;
-      rec.dryRun = d.dryRun ?? [];
-      rec.logged = d.logged ?? [];
-      rec.unsupported = d.unsupported ?? [];
+      rec.dryRun = d.dryRun ?? NONE;
+      rec.logged = d.logged ?? NONE;
+      rec.unsupported = d.unsupported ?? NONE;
       for (const r of rec.dryRun) if (r.policy !== undefined) this.metrics.dryRunMatches.inc({ policy: r.policy });
       return d.allow === true;
     } catch (err) {
@@ -216,7 +225,7 @@ export class ProxyCore {
   }
 }
 
-export function buildAttributes(a: {
+export interface AttributeSources {
   method: string;
   path: string;
   authority: string | undefined;
@@ -225,8 +234,24 @@ export function buildAttributes(a: {
   headers: Record<string, string>;
   conn: ConnState;
   origin: ConnectionOrigin;
-}): RequestAttributes {
-  const headers: Record<string, string> = { ...a.headers, ':method': a.method, ':path': a.path, ':scheme': a.scheme };
+}
+
+export function buildAttributes(a: AttributeSources): RequestAttributes {
+  return attributesInto({ ...a.headers }, a);
+}
+
+/**
+ * buildAttributes without the copy: the pseudo-headers are added to `a.headers` itself, which must
+ * be a plain object the caller owns (forwardAndMatch's `matching`, built for this request).
+ */
+export function buildAttributesOwning(a: AttributeSources): RequestAttributes {
+  return attributesInto(a.headers, a);
+}
+
+function attributesInto(headers: Record<string, string>, a: AttributeSources): RequestAttributes {
+  headers[':method'] = a.method;
+  headers[':path'] = a.path;
+  headers[':scheme'] = a.scheme;
   if (a.authority !== undefined) {
     headers[':authority'] = a.authority;
     // Envoy keeps Host only as :authority, and a header rule on "host" matches it there; both

@@ -2,9 +2,9 @@
 // streams mapped one to one, trailers both ways (gRPC's grpc-status lives there), resets relayed.
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import { buildAttributes, type ConnState, type ProxyCore, type RequestRecord } from './core';
+import { buildAttributesOwning, type ConnState, type ProxyCore, type RequestRecord } from './core';
 import { ProxyError } from './errors';
-import { HOP_BY_HOP, forwardHeaders, headersForMatching, isGrpcContentType } from './headers';
+import { HOP_BY_HOP, forwardAndMatch, isGrpcContentType, type FilterOptions } from './headers';
 import { RBAC_DENIED_BODY, UNKNOWN_ORIGIN_BODY, grpcStatusForHttp, writeLocalH2, type LocalReply } from './local-reply';
 import { parseRequestTarget, validAuthority } from './request-target';
 import { classifyUpstreamError } from './upstream';
@@ -13,6 +13,7 @@ const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSE
 
 /** Host becomes :authority; Expect is answered by the proxy. */
 const DROP_REQUEST: ReadonlySet<string> = new Set(['host', 'expect']);
+const H2_REQUEST_FILTER: FilterOptions = { drop: DROP_REQUEST, keepTeTrailers: true };
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 export class H2Frontend {
@@ -148,11 +149,10 @@ export class H2Frontend {
     const target = parseRequestTarget(method, rawPath, { normalize: cfg.normalizePath, mergeSlashes: cfg.mergeSlashes, allowAbsolute: false });
     if (!target.ok) return reject(400, target.reason);
     rec.path = target.path;
-    const fwd = forwardHeaders(rawHeaders, { drop: DROP_REQUEST, keepTeTrailers: true });
-    const matching = headersForMatching(fwd);
+    const { headers: fwd, matching } = forwardAndMatch(rawHeaders, H2_REQUEST_FILTER);
     const grpc = isGrpcContentType(matching['content-type']);
     const scheme = String(headers[':scheme'] ?? 'http');
-    const attrs = buildAttributes({ method, path: target.path, authority, scheme, headers: matching, conn, origin: origin.origin });
+    const attrs = buildAttributesOwning({ method, path: target.path, authority, scheme, headers: matching, conn, origin: origin.origin });
     if (!this.core.authorize(attrs, origin, rec)) {
       this.local(stream, rec, { status: 403, body: RBAC_DENIED_BODY }, grpc);
       return;

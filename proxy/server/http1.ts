@@ -5,15 +5,16 @@ import type * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { BodyMeter } from './body-meter';
-import { buildAttributes, type ConnState, type OriginOk, type ProxyCore, type RequestRecord } from './core';
+import { buildAttributesOwning, type ConnState, type OriginOk, type ProxyCore, type RequestRecord } from './core';
 import { ProxyError } from './errors';
-import { checkHttp1Head, forwardHeaders, headersForMatching, isGrpcContentType, pairs, rawToStrings } from './headers';
+import { checkHttp1Head, forwardAndMatch, forwardHeaders, isGrpcContentType, pairs, rawToStrings, type FilterOptions } from './headers';
 import { RBAC_DENIED_BODY, UNKNOWN_ORIGIN_BODY, grpcStatusForHttp, rawHttp1Reply, writeLocalHttp1, type LocalReply } from './local-reply';
 import { parseRequestTarget } from './request-target';
 import { classifyUpstreamError } from './upstream';
 
 /** Host travels separately (undici's `host`); the proxy answers Expect itself. */
 const DROP_REQUEST: ReadonlySet<string> = new Set(['host', 'expect']);
+const REQUEST_FILTER: FilterOptions = { drop: DROP_REQUEST };
 
 const STATUS_FOR_PARSE_ERROR: Record<string, number> = {
   HPE_HEADER_OVERFLOW: 431,
@@ -188,7 +189,7 @@ export class Http1Frontend {
       req.once('error', (err) => meter.destroy(err));
       meter.on('error', () => {});
     }
-    const headers = a.headers.slice();
+    const headers = a.headers; // built for this request by admit(), not shared
     if (a.authority) headers.push('host', a.authority);
     let drainHooked = false;
     const handler: Dispatcher.DispatchHandlers = {
@@ -288,10 +289,9 @@ export class Http1Frontend {
     const authority = target.authority ?? req.headers.host;
     rec.path = target.path;
     rec.authority = authority;
-    const headers = forwardHeaders(req.rawHeaders, { drop: DROP_REQUEST });
-    const matching = headersForMatching(headers);
+    const { headers, matching } = forwardAndMatch(req.rawHeaders, REQUEST_FILTER);
     const grpc = isGrpcContentType(matching['content-type']);
-    const attrs = buildAttributes({
+    const attrs = buildAttributesOwning({
       method: req.method ?? '',
       path: target.path,
       authority,

@@ -62,6 +62,9 @@ export function parseRequestTarget(method: string, target: string, opts: TargetO
  * Backslashes are left alone (they are not separators for HTTP, unlike for some file servers).
  */
 export function normalizePath(path: string, mergeSlashes: boolean): string | undefined {
+  // The common case, returned as is: nothing to decode, and no "." or ".." segment (every segment of
+  // an absolute path follows a "/", so without "/." there is none) — what the loops below would return.
+  if (!path.includes('%') && !path.includes('/.') && !(mergeSlashes && path.includes('//'))) return path;
   let decoded = '';
   for (let i = 0; i < path.length; i++) {
     const c = path[i];
