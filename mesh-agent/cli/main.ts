@@ -1,25 +1,15 @@
 // The `sockmesh` command line.
+//
+// Only what the usage text and several commands need is imported here (the datapath module is
+// needed by the proxy too). Each subcommand loads its own modules when it
+// runs: `sockmesh proxy` must not pay for the agent's sources (@kubernetes/client-node, grpc-js),
+// about a second of CPU at every start.
 import { parseArgs } from 'node:util';
-import { Agent } from '../agent';
-import { isConfigError, loadConfigFile } from '../config';
-import { Datapath, DEFAULT_BPFFS_DIR, findCgroup2Mount, MapName, SIZABLE_MAPS } from '../datapath/datapath';
-import { SockmeshError } from '../errors';
-import { createLogger } from '../log';
-import { formatStatus, readStatus } from './status';
-import { FileSource } from '../sources/source';
-import { XdsSource } from '../sources/xds';
-import { KubernetesSource } from '../sources/kubernetes';
-import { MergedSource } from '../sources/merge';
+import { Datapath, DEFAULT_BPFFS_DIR, findCgroup2Mount, type MapName, SIZABLE_MAPS } from '../datapath/datapath';
+import type { SockmeshError } from '../errors';
 import type { ModelSource } from '../sources/source';
 import { DEFAULT_PROXY_CONTROL } from '../../proxy/control';
-import { runProxyCli } from '../../proxy/main';
-import { runAuthzCheckCli } from '../../proxy/rbac';
-import { runTranslateCli } from '../../xds/translate';
-import { runControlPlaneCli } from '../../xds/server/control-plane';
-import { DEFAULT_ADMIN_LISTEN, parseAdminAddress } from '../admin';
-import { runConfigDumpCli } from './config-dump';
-import { runDumpCli } from './dump';
-import { runTraceCli } from './trace';
+import { DEFAULT_ADMIN_LISTEN } from '../admin';
 
 const USAGE = `usage: sockmesh <command> [options]
 
@@ -79,6 +69,14 @@ function parseMapSizes(values: string[] | undefined): Partial<Record<MapName, nu
 }
 
 async function runAgent(args: string[]): Promise<void> {
+  const { Agent } = await import('../agent');
+  const { isConfigError } = await import('../config');
+  const { createLogger } = await import('../log');
+  const { FileSource } = await import('../sources/source');
+  const { XdsSource } = await import('../sources/xds');
+  const { KubernetesSource } = await import('../sources/kubernetes');
+  const { MergedSource } = await import('../sources/merge');
+  const { parseAdminAddress } = await import('../admin');
   const { values } = parseArgs({
     args,
     options: {
@@ -187,21 +185,23 @@ export async function main(argv: string[]): Promise<void> {
           args: rest,
           options: { bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR }, json: { type: 'boolean', default: false } },
         });
+        const { formatStatus, readStatus } = await import('./status');
         const s = readStatus(values.bpffs);
         process.stdout.write(values.json ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s) + '\n');
         return;
       }
       case 'dump':
-        process.exitCode = await runDumpCli(rest);
+        process.exitCode = await (await import('./dump')).runDumpCli(rest);
         return;
       case 'trace':
-        process.exitCode = runTraceCli(rest);
+        process.exitCode = (await import('./trace')).runTraceCli(rest);
         return;
       case 'config-dump':
-        process.exitCode = await runConfigDumpCli(rest);
+        process.exitCode = await (await import('./config-dump')).runConfigDumpCli(rest);
         return;
       case 'config': {
         if (rest[0] !== 'check' || !rest[1]) fail(USAGE);
+        const { isConfigError, loadConfigFile } = await import('../config');
         try {
           const cfg = loadConfigFile(rest[1]);
           process.stdout.write(
@@ -221,19 +221,19 @@ export async function main(argv: string[]): Promise<void> {
         return;
       }
       case 'proxy':
-        await runProxyCli(rest);
+        await (await import('../../proxy/main')).runProxyCli(rest);
         return;
       case 'authz': {
         if (rest[0] !== 'check') fail(USAGE);
-        process.exitCode = runAuthzCheckCli(rest.slice(1));
+        process.exitCode = (await import('../../proxy/rbac')).runAuthzCheckCli(rest.slice(1));
         return;
       }
       case 'control-plane':
-        await runControlPlaneCli(rest);
+        await (await import('../../xds/server/control-plane')).runControlPlaneCli(rest);
         return;
       case 'xds': {
         if (rest[0] !== 'translate') fail(USAGE);
-        process.exitCode = runTranslateCli(rest.slice(1));
+        process.exitCode = (await import('../../xds/translate')).runTranslateCli(rest.slice(1));
         return;
       }
       case undefined:
