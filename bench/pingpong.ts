@@ -97,6 +97,15 @@ export interface PingpongRow {
   /** sk_msg redirects per transaction (median); 2 = both directions redirected. */
   redirects_per_txn: number;
   runs: number;
+  /**
+   * Against the no-mesh variant of the same section, size and connection count, paired by
+   * repetition (the two ran seconds apart) and then the median over repetitions: this VM's
+   * speed changes several-fold between minutes, so ratios of whole-run aggregates would mix
+   * slow and fast periods. 1 for the no-mesh variant itself.
+   */
+  vs_base: { p50: number; cpu: number; tps: number };
+  /** Each repetition's own figures, in order. */
+  per_rep: Array<{ p50_us: number; p99_us: number; tps: number; cpu_us_per_txn: number }>;
 }
 
 export interface BulkRow {
@@ -106,6 +115,8 @@ export interface BulkRow {
   cpu_us_per_mib: number;
   redirects_per_mib: number;
   runs: number;
+  /** Against no mesh (same section and write size), paired by repetition, median. */
+  vs_base: { gbit: number; cpu: number };
 }
 
 export interface PingpongOptions {
@@ -374,7 +385,7 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
 
     // Request/response: for every repetition, size and connection count, every variant once, in
     // an order rotated each time so that drift in machine load hits all alike.
-    const samples = new Map<string, Array<{ hist: Hdr; p50: number; tps: number; cpu: number; redir: number }>>();
+    const samples = new Map<string, Array<{ hist: Hdr; p50: number; p99: number; tps: number; cpu: number; redir: number }>>();
     const cells = o.variants.map((v) => cell(v, VARIANTS[v].section === 'http' ? 'http' : 'echo'));
     let turn = 0;
     for (let rep = 0; rep < o.reps; rep++) {
@@ -396,7 +407,7 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
             const redir = (redirected() - r0) / all;
             const k = `${c.variant}|${size}|${conns}`;
             if (!samples.has(k)) samples.set(k, []);
-            samples.get(k)!.push({ hist: Hdr.fromBuckets(r.hist.buckets), p50: r.p50_us, tps: r.tps, cpu, redir });
+            samples.get(k)!.push({ hist: Hdr.fromBuckets(r.hist.buckets), p50: r.p50_us, p99: r.p99_us, tps: r.tps, cpu, redir });
             log(
               `rep ${rep + 1}/${o.reps} ${String(size).padStart(6)} B × ${String(conns).padStart(2)} conns  ${c.variant.padEnd(15)} ` +
                 `p50 ${r.p50_us.toFixed(1).padStart(7)} us  p99 ${r.p99_us.toFixed(1).padStart(7)} us  ${Math.round(r.tps).toString().padStart(7)} tps  ` +
@@ -429,9 +440,13 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
       }
     }
 
+    // Paired ratio: median over repetitions of (variant / its no-mesh base) within each repetition.
+    const paired = <T>(a: T[], b: T[] | undefined, f: (x: T) => number): number =>
+      b && b.length === a.length ? median(a.map((x, i) => f(x) / f(b[i]))) : NaN;
     const rows: PingpongRow[] = [];
     for (const [k, s] of samples) {
       const [variant, size, conns] = k.split('|');
+      const base = samples.get(`${VARIANTS[variant].base}|${size}|${conns}`);
       const h = new Hdr();
       for (const x of s) h.add(x.hist);
       rows.push({
@@ -446,19 +461,33 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
         cpu_us_per_txn: median(s.map((x) => x.cpu)),
         redirects_per_txn: median(s.map((x) => x.redir)),
         runs: s.length,
+        vs_base: { p50: paired(s, base, (x) => x.p50), cpu: paired(s, base, (x) => x.cpu), tps: paired(s, base, (x) => x.tps) },
+        per_rep: s.map((x) => ({ p50_us: x.p50, p99_us: x.p99, tps: x.tps, cpu_us_per_txn: x.cpu })),
       });
     }
-    const bulkRows: BulkRow[] = [...bulkSamples].map(([k, s]) => ({
-      variant: k.split('|')[0],
-      write_size: Number(k.split('|')[1]),
-      gbit_s: median(s.map((x) => x.gbit)),
-      cpu_us_per_mib: median(s.map((x) => x.cpu)),
-      redirects_per_mib: median(s.map((x) => x.redir)),
-      runs: s.length,
-    }));
+    const bulkRows: BulkRow[] = [...bulkSamples].map(([k, s]) => {
+      const [variant, write] = k.split('|');
+      const base = bulkSamples.get(`${VARIANTS[variant].base}|${write}`);
+      return {
+        variant,
+        write_size: Number(write),
+        gbit_s: median(s.map((x) => x.gbit)),
+        cpu_us_per_mib: median(s.map((x) => x.cpu)),
+        redirects_per_mib: median(s.map((x) => x.redir)),
+        runs: s.length,
+        vs_base: { gbit: paired(s, base, (x) => x.gbit), cpu: paired(s, base, (x) => x.cpu) },
+      };
+    });
     const counters = Object.fromEntries(Object.entries(agent.datapath.counters()).map(([k, v]) => [k, String(v)]));
     const data: PingpongData = { options: { ...o, log: undefined, quick: undefined } as PingpongOptions, rows, bulk: bulkRows, counters };
-    return { name: 'pingpong', title: 'Pod to service: request/response and bulk', markdown: pingpongMarkdown(data), data, charts: pingpongCharts(data) };
+    return {
+      name: 'pingpong',
+      title: 'Pod to service: request/response and bulk',
+      markdown: pingpongMarkdown(data),
+      data,
+      charts: pingpongCharts(data),
+      headline: pingpongHeadline(data),
+    };
   } finally {
     proxy?.kill('SIGKILL');
     for (const s of sidecars) await s.stop().catch(() => undefined);
@@ -471,7 +500,7 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
   }
 }
 
-const ratio = (a: number, b?: number) => (b ? `${(a / b).toFixed(2)}×` : '–');
+const times = (r: number) => (Number.isFinite(r) ? `${r.toFixed(2)}×` : '–');
 const fmt = (x: number, d = 1) => x.toFixed(d);
 
 export function pingpongMarkdown(d: PingpongData): string {
@@ -487,10 +516,9 @@ export function pingpongMarkdown(d: PingpongData): string {
         for (const v of d.options.variants.filter((x) => VARIANTS[x].section === section)) {
           const r = rows.find((x) => x.variant === v && x.size === size && x.conns === conns);
           if (!r) continue;
-          const b = rows.find((x) => x.variant === VARIANTS[v].base && x.size === size && x.conns === conns);
           out.push(
-            `| ${size} B | ${conns} | ${VARIANTS[v].label} | ${fmt(r.p50_us)} | ${fmt(r.p90_us)} | ${fmt(r.p99_us)} | ${ratio(r.p50_us, b?.p50_us)} | ` +
-              `${Math.round(r.tps)} | ${fmt(r.cpu_us_per_txn)} | ${ratio(r.cpu_us_per_txn, b?.cpu_us_per_txn)} | ${fmt(r.redirects_per_txn, 2)} |`,
+            `| ${size} B | ${conns} | ${VARIANTS[v].label} | ${fmt(r.p50_us)} | ${fmt(r.p90_us)} | ${fmt(r.p99_us)} | ${times(r.vs_base.p50)} | ` +
+              `${Math.round(r.tps)} | ${fmt(r.cpu_us_per_txn)} | ${times(r.vs_base.cpu)} | ${fmt(r.redirects_per_txn, 2)} |`,
           );
         }
       }
@@ -503,10 +531,9 @@ export function pingpongMarkdown(d: PingpongData): string {
     out.push('|---:|---|---:|---:|---:|---:|---:|');
     for (const write of d.options.bulkWrites) {
       for (const r of d.bulk.filter((x) => x.write_size === write)) {
-        const b = d.bulk.find((x) => x.variant === VARIANTS[r.variant].base && x.write_size === write);
         out.push(
-          `| ${write} B | ${VARIANTS[r.variant].label}${VARIANTS[r.variant].section === 'xnode' ? ' (cross node)' : ''} | ${fmt(r.gbit_s, 2)} | ${ratio(r.gbit_s, b?.gbit_s)} | ` +
-            `${fmt(r.cpu_us_per_mib, 0)} | ${ratio(r.cpu_us_per_mib, b?.cpu_us_per_mib)} | ${fmt(r.redirects_per_mib, 1)} |`,
+          `| ${write} B | ${VARIANTS[r.variant].label}${VARIANTS[r.variant].section === 'xnode' ? ' (cross node)' : ''} | ${fmt(r.gbit_s, 2)} | ${times(r.vs_base.gbit)} | ` +
+            `${fmt(r.cpu_us_per_mib, 0)} | ${times(r.vs_base.cpu)} | ${fmt(r.redirects_per_mib, 1)} |`,
         );
       }
     }
@@ -515,11 +542,31 @@ export function pingpongMarkdown(d: PingpongData): string {
   const o = d.options;
   out.push(
     `Native client and server (bench/native/pingpong.c); ${o.reps} interleaved repetitions per cell; one connection: ${o.rounds} round trips per run; ` +
-      `N connections: max(50, 4·${o.rounds}/N) round trips on each, all concurrently. Percentiles from the HDR histograms of all repetitions merged; ` +
-      `txn/s and CPU are medians over repetitions. kernel counters (node 1) after the run: ` +
+      `N connections: max(50, 4·${o.rounds}/N) round trips on each, all concurrently. p50/p90/p99: the HDR histograms of all repetitions merged ` +
+      `(so a slow period of the VM shows in them); txn/s and CPU: medians over repetitions. **The "vs no mesh" columns are paired**: within each ` +
+      `repetition the variant's figure is divided by the no-mesh figure measured seconds before or after it, and the median of those ratios is shown — ` +
+      `this VM's speed changes several-fold from one minute to the next, and only ratios of neighbouring runs cancel that out. ` +
+      `Per-repetition figures are in pingpong.json. kernel counters (node 1) after the run: ` +
       `msg_redirected=${d.counters.msg_redirected} msg_fallback=${d.counters.msg_fallback} sock_local_pair=${d.counters.sock_local_pair}.\n`,
   );
   return out.join('\n');
+}
+
+/** Latency and CPU ratios to no mesh (paired medians) for README's table. */
+export function pingpongHeadline(d: PingpongData): Array<{ metric: string; value: string }> {
+  const out: Array<{ metric: string; value: string }> = [];
+  const r2 = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)}×` : '–');
+  for (const v of ['sockmesh', 'sidecar', 'http-l7', 'http-sidecar', 'xnode-sockmesh']) {
+    const rows = d.rows.filter((r) => r.variant === v).sort((a, b) => a.conns - b.conns || a.size - b.size);
+    if (!rows.length) continue;
+    const cells = rows.map((r) => `${r.size >= 1024 ? `${r.size / 1024} KiB` : `${r.size} B`}×${r.conns}: ${r2(r.vs_base.p50)} / ${r2(r.vs_base.cpu)}`);
+    out.push({ metric: `${VARIANTS[v].label} vs no mesh${VARIANTS[v].section === 'http' ? ' (HTTP)' : VARIANTS[v].section === 'xnode' ? ' (cross node)' : ''}: p50 / CPU per txn (size×conns)`, value: cells.join('; ') });
+  }
+  for (const v of ['sockmesh', 'sidecar']) {
+    const rows = d.bulk.filter((r) => r.variant === v);
+    if (rows.length) out.push({ metric: `${VARIANTS[v].label}: bulk throughput / CPU per MiB vs no mesh`, value: rows.map((r) => `${r.write_size} B writes: ${r2(r.vs_base.gbit)} / ${r2(r.vs_base.cpu)}`).join('; ') });
+  }
+  return out;
 }
 
 export function pingpongCharts(d: PingpongData): ChartSpec[] {
@@ -536,10 +583,10 @@ export function pingpongCharts(d: PingpongData): ChartSpec[] {
         });
       charts.push({
         name: `pingpong-${section}-c${conns}-p50`,
-        title: `${SECTION_TITLE[section]}, ${conns} connection${conns > 1 ? 's' : ''}: p50 latency per transaction`,
-        unit: 'µs',
+        title: `${SECTION_TITLE[section]}, ${conns} connection${conns > 1 ? 's' : ''}: p50 latency relative to no mesh (paired, median over repetitions)`,
+        unit: '× no mesh',
         groups,
-        series: vs.map((v) => ({ label: VARIANTS[v].label, values: pick(v, (r) => r.p50_us) })),
+        series: vs.map((v) => ({ label: VARIANTS[v].label, values: pick(v, (r) => r.vs_base.p50) })),
       });
       charts.push({
         name: `pingpong-${section}-c${conns}-cpu`,
