@@ -353,8 +353,14 @@ export async function runScale(o: ScaleOptions & ScenarioOptions): Promise<Scena
         if (!full || full.timedOut) {
           // Load the same rules the fast way, so that connects and single changes are still measured.
           await resetNat(sb, b, b);
-          const r = await restore(sb, b, b, text, cap, false);
-          if (r.timedOut) throw new Error(`${BIN[b]}: reloading ${n} services without --noflush timed out`);
+          // The same load as the control above, which finished within the cap; on this VM its
+          // time swings, so allow it 3x before giving this backend up at this scale.
+          const r = await restore(sb, b, b, text, 3 * cap, false);
+          if (r.timedOut) {
+            iptRows.push({ backend: b, skipped: `the rules of ${n} services could not be reloaded without --noflush within ${3 * o.maxRestoreS} s (a second time)` });
+            await resetNat(sb, b, b);
+            continue;
+          }
           await installJumps(sb, b, b, false);
         }
         let resync: IptApply['resync'] = null;
