@@ -21,13 +21,15 @@ for pkg in libbpf-dev libelf-dev zlib1g-dev linux-libc-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # The benchmarks (and the test that runs their --quick mode) compare against HAProxy sidecars and
-# kube-proxy-style iptables rules, build a native client with gcc and drive HTTP load with wrk.
+# kube-proxy-style iptables rules, build a native client with gcc, drive HTTP load with wrk and
+# check HTTP answers with curl.
 # Installing the iptables package changes no firewall: the benchmarks only write rules inside
 # their own network namespaces.
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "sockmesh: installing Debian packages: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
