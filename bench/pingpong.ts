@@ -539,6 +539,7 @@ export function pingpongMarkdown(d: PingpongData): string {
     }
     out.push('');
   }
+  out.push(...redirectVerdict(d), '');
   const o = d.options;
   out.push(
     `Native client and server (bench/native/pingpong.c); ${o.reps} interleaved repetitions per cell; one connection: ${o.rounds} round trips per run; ` +
@@ -550,6 +551,34 @@ export function pingpongMarkdown(d: PingpongData): string {
       `msg_redirected=${d.counters.msg_redirected} msg_fallback=${d.counters.msg_fallback} sock_local_pair=${d.counters.sock_local_pair}.\n`,
   );
   return out.join('\n');
+}
+
+/**
+ * Issue 6 asks to avoid the sk_msg redirect wherever it is slower than the plain path: list every
+ * measured cell where the redirected variants lose to no mesh by more than 5 % (paired medians).
+ */
+export function redirectVerdict(d: PingpongData): string[] {
+  const losing: string[] = [];
+  const pct = (x: number) => `${((x - 1) * 100).toFixed(0)} %`;
+  for (const r of d.rows.filter((x) => x.variant === 'sockmesh' || x.variant === 'http-sockmesh')) {
+    const what = `${VARIANTS[r.variant].section === 'http' ? 'HTTP' : 'TCP'} ${r.size} B × ${r.conns}`;
+    if (r.vs_base.p50 > 1.05) losing.push(`${what}: p50 ${pct(r.vs_base.p50)} slower`);
+    if (r.vs_base.cpu > 1.05) losing.push(`${what}: ${pct(r.vs_base.cpu)} more CPU per transaction`);
+  }
+  for (const r of d.bulk.filter((x) => x.variant === 'sockmesh')) {
+    if (r.vs_base.gbit < 0.95) losing.push(`bulk in ${r.write_size} B writes: ${pct(1 / r.vs_base.gbit)} less throughput`);
+    if (r.vs_base.cpu > 1.05) losing.push(`bulk in ${r.write_size} B writes: ${pct(r.vs_base.cpu)} more CPU per MiB`);
+  }
+  const head = '### Where the sk_msg redirect is slower than no mesh\n';
+  if (!losing.length) {
+    return [
+      head,
+      'Nowhere in this run: in every cell above (sizes, connection counts, raw TCP and HTTP framing, bulk write sizes) the redirected ' +
+        'variant was within 5 % of no mesh or better, in latency and in CPU (paired medians). The datapath therefore keeps redirecting every ' +
+        'same-node pair of workloads; a cell listed here in a future run is where it should stop doing so.',
+    ];
+  }
+  return [head, 'Cells where the redirected variant lost to no mesh by more than 5 % (paired medians):', '', ...losing.map((l) => `- ${l}`)];
 }
 
 /** Latency and CPU ratios to no mesh (paired medians) for README's table. */
