@@ -596,11 +596,11 @@ export interface PropagationOptions {
 export const FULL: PropagationOptions = {
   sizes: [100, 1000],
   endpointsPerService: 10,
-  changes: 50,
+  changes: 20,
   modes: ['sotw', 'delta'],
   blocks: 5,
   pushServices: 10000,
-  pushReps: 3,
+  pushReps: 2,
   pushModes: ['file', 'sotw', 'delta'],
   smallServices: 10,
   timeoutS: 120,

@@ -28,7 +28,7 @@
 // backends' nat hooks in one netns would both run.
 //
 //   npm run build:ts && node dist/bench/scale.js [--quick] [--scales 100,1000,10000,50000,100000]
-//       [--connects 1000] [--reps 3] [--backends nft,legacy] [--max-restore-s 600] [--out FILE.json]
+//       [--connects 1000] [--reps 3] [--backends nft,legacy] [--max-restore-s 60] [--out FILE.json]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -692,7 +692,7 @@ export function scaleArgs(argv: string[]): ScaleOptions & { quick: boolean; out?
       connects: { type: 'string' },
       reps: { type: 'string' },
       backends: { type: 'string', default: ALL_BACKENDS.join(',') },
-      'max-restore-s': { type: 'string', default: '600' },
+      'max-restore-s': { type: 'string', default: '60' },
       changes: { type: 'string' },
       out: { type: 'string' },
     },
@@ -709,8 +709,8 @@ export function scaleArgs(argv: string[]): ScaleOptions & { quick: boolean; out?
     connects: num(values.connects, quick ? 200 : 1000, 'connects'),
     reps: num(values.reps, quick ? 2 : 3, 'reps'),
     backends: values.backends!.split(',').filter(Boolean) as IptBackend[],
-    maxRestoreS: num(values['max-restore-s'], 600, 'max-restore-s'),
-    changes: num(values.changes, quick ? 2 : 3, 'changes'),
+    maxRestoreS: num(values['max-restore-s'], 60, 'max-restore-s'),
+    changes: num(values.changes, 2, 'changes'),
     out: values.out,
   };
 }
