@@ -32,7 +32,7 @@
 //
 //   node dist/bench/l7.js [--quick] [--connections 16,1] [--duration 10] [--reps 3] [--warmup 5]   (quick: 1 s, 1 rep, 1 s)
 //                         [--variants direct,l7,sidecar,l4] [--access-log none|stdout] [--out FILE.json]
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -46,7 +46,6 @@ import { Sandbox, ServerHandle, waitServer } from '../sandbox/sandbox';
 import { ChartSpec, ROOT, ScenarioOptions, ScenarioResult, ensureNativePingpong, median, pidsCpuUs, rotate } from './common';
 import { Sidecars, startHttpSidecars } from './sidecar';
 
-const MAIN = path.resolve(__dirname, '../mesh-agent/cli/main.js');
 const WRK = '/usr/bin/wrk';
 const WRK_SCRIPT = path.join(ROOT, 'bench', 'wrk-report.lua');
 const VIP_L7 = '198.19.0.60';
@@ -357,15 +356,11 @@ export async function runL7(opts: L7Options & ScenarioOptions): Promise<Scenario
       });
       const report = await agent.start();
       if (report.errors.length) throw report.errors[0];
-      // As demo/demo.ts runs it: the proxy's pod cgroup, and nsenter (not `ip netns exec`, which
-      // remounts /sys) so that it sees the host's /sys/fs/bpf. Own process group: killed as one.
+      // As demo/demo.ts runs it: the proxy's pod netns and cgroup, the host's /sys/fs/bpf. Own
+      // process group: killed as one.
       const args = ['proxy', '--listen', `${proxyPod.ipv4}:${PROXY_PORT}`, '--bpffs', bpffs, '--control', control, '--metrics', PROXY_METRICS];
       args.push('--access-log', accessLog);
-      proxy = spawn(
-        'sh',
-        ['-c', `echo $$ > "${proxyPod.cgroupPath}/cgroup.procs" && exec nsenter --net=/run/netns/${proxyPod.netns} -- "$@"`, 'sh', process.execPath, '-e', `require(${JSON.stringify(MAIN)}).main(process.argv.slice(1))`, ...args],
-        { stdio: ['ignore', accessLog === 'stdout' ? 'pipe' : 'ignore', 'pipe'], detached: true },
-      );
+      proxy = sb.spawnSockmesh('proxy', args, { stdio: ['ignore', accessLog === 'stdout' ? 'pipe' : 'ignore', 'pipe'] });
       let proxyErr = '';
       proxy.stderr!.setEncoding('utf8').on('data', (d: string) => (proxyErr = (proxyErr + d).slice(-20_000)));
       // Drained (else the proxy blocks on a full pipe) and counted: one line per request.

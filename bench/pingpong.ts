@@ -29,7 +29,7 @@
 //   npm run bench:pingpong [-- --rounds 5000 --reps 5 --sizes 64,4096,65536 --conns 1,32
 //                              --variants plain,sockmesh,... --bulk-mib 256 --bulk-writes 4096,65536
 //                              --out FILE.json]
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -41,7 +41,7 @@ import { createLogger } from '../mesh-agent/log';
 import { Model } from '../mesh-agent/model/types';
 import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle, parseJsonLines, waitServer } from '../sandbox/sandbox';
-import { ChartSpec, ensureNativePingpong, median, pidsCpuUs, ROOT, rotate, ScenarioOptions, ScenarioResult } from './common';
+import { ChartSpec, ensureNativePingpong, median, pidsCpuUs, rotate, ScenarioOptions, ScenarioResult } from './common';
 import { Hdr } from './hdr';
 import { startHttpSidecars, startSidecars, Sidecars } from './sidecar';
 
@@ -54,7 +54,6 @@ const ECHO = 9000;
 const SINK = 9001;
 const HTTP = 9080;
 const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
-const MAIN = path.join(ROOT, 'dist', 'mesh-agent', 'cli', 'main.js');
 
 type Mode = 'echo' | 'sink' | 'http';
 
@@ -298,29 +297,11 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
       if (rep2.errors.length) throw rep2.errors[0];
     }
     if (l7) {
-      // As a DaemonSet container would: its own netns and cgroup; nsenter so it sees /sys/fs/bpf.
+      // As a DaemonSet container would: its own netns and cgroup, the host's /sys/fs/bpf.
       // No access log: the sidecar HAProxies log nothing either.
-      proxy = spawn(
-        'sh',
-        [
-          '-c',
-          `echo $$ > "${proxyPod.cgroupPath}/cgroup.procs" && exec nsenter --net=/run/netns/${proxyPod.netns} -- "$@"`,
-          'sh',
-          process.execPath,
-          '-e',
-          `require(${JSON.stringify(MAIN)}).main(process.argv.slice(1))`,
-          'proxy',
-          '--listen',
-          `${proxyPod.ipv4}:15001`,
-          '--bpffs',
-          bpffs1,
-          '--control',
-          control,
-          '--access-log',
-          'none',
-        ],
-        { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
-      );
+      proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${proxyPod.ipv4}:15001`, '--bpffs', bpffs1, '--control', control, '--access-log', 'none'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let err = '';
       proxy.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-8000)));
       const cg = fs.statSync(proxyPod.cgroupPath, { bigint: true }).ino;

@@ -30,7 +30,7 @@
 //   node dist/bench/propagation.js [--quick] [--sizes 1000,10000] [--changes 50] [--blocks 5]
 //        [--modes sotw,delta] [--push-services 10000] [--push-reps 5] [--push-modes sotw,delta]
 //        [--endpoints 10] [--poll-us 200] [--out FILE.json]
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, spawn, StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -38,12 +38,10 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { IPPROTO_TCP, SvcKey } from '../mesh-agent/datapath/codecs';
-import { Sandbox } from '../sandbox/sandbox';
-import { ChartSpec, median, percentile, procCpuUs, procRss, ROOT, rotate, ScenarioOptions, ScenarioResult } from './common';
+import { Sandbox, SOCKMESH_CLI } from '../sandbox/sandbox';
+import { ChartSpec, median, percentile, procCpuUs, procRss, rotate, ScenarioOptions, ScenarioResult } from './common';
 import { ServiceProbe } from './kernelmaps';
 
-export const SOCKMESH = path.join(ROOT, 'bin', 'sockmesh');
-const CLI_MAIN = path.join(ROOT, 'dist', 'mesh-agent', 'cli', 'main.js');
 /** How the agent gets its config: over xDS from the control plane (SotW or Delta), or the file itself. */
 export type XdsMode = 'sotw' | 'delta' | 'file';
 
@@ -370,18 +368,13 @@ export class Rig {
     return [{ name: 'client', ip: this.sb.pod('client').ipv4, cgroup: this.sb.pod('client').cgroupPath }];
   }
 
-  /**
-   * Start a process with stderr to a log file. Unless given a cgroup of its own, it runs in the
-   * node's host cgroup (beside, not below, the meshed cgroup; root network namespace), so that the
-   * sandbox's teardown kills it even when this process dies without its finally (Ctrl-C).
-   */
-  private spawnLogged(name: string, cmd: string, args: string[], ownCgroup = false): Proc {
+  /** Start a process (`start` spawns it with the given stdio) with stderr to a log file. */
+  private spawnLogged(name: string, start: (stdio: StdioOptions) => ChildProcess): Proc {
     const logPath = path.join(this.tmp, `${name}-${++this.seq}.log`);
     const fd = fs.openSync(logPath, 'a');
     try {
-      const argv = ownCgroup ? [cmd, ...args] : ['sh', '-c', `echo $$ > "${this.sb.node('node1').hostCgroupPath}/cgroup.procs" && exec "$@"`, 'sh', cmd, ...args];
-      const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', fd] });
-      if (child.pid === undefined) throw new Error(`${name}: spawn ${cmd} failed`);
+      const child = start(['ignore', 'ignore', fd]);
+      if (child.pid === undefined) throw new Error(`${name}: spawn failed`);
       child.on('error', () => undefined);
       return { name, child, pid: child.pid, log: new LogFile(logPath) };
     } finally {
@@ -389,9 +382,19 @@ export class Rig {
     }
   }
 
+  /**
+   * `sockmesh <args>` in the node's host cgroup (beside, not below, the meshed cgroup; root
+   * network namespace), so that the sandbox's teardown kills it even when this process dies
+   * without its finally (Ctrl-C).
+   */
+  private spawnSockmesh(name: string, args: string[]): Proc {
+    const cg = this.sb.node('node1').hostCgroupPath;
+    return this.spawnLogged(name, (stdio) => spawn('sh', ['-c', `echo $$ > "${cg}/cgroup.procs" && exec "$@"`, 'sh', SOCKMESH_CLI, ...args], { stdio }));
+  }
+
   /** Start the control plane on the current file (a free loopback port; cpAddress says which). */
   async startControlPlane(): Promise<void> {
-    this.cp = this.spawnLogged('control-plane', SOCKMESH, ['control-plane', '--config', this.cfgPath, '--listen', '127.0.0.1:0']);
+    this.cp = this.spawnSockmesh('control-plane', ['control-plane', '--config', this.cfgPath, '--listen', '127.0.0.1:0']);
     const j = await waitLog(this.cp, (l) => l.msg === 'control plane running', 300_000, 0, '"control plane running"');
     this.cpAddress = String(j.address);
   }
@@ -403,7 +406,7 @@ export class Rig {
     const source = mode === 'file' ? ['--config', this.agentCfgPath] : ['--xds', this.cpAddress, '--xds-mode', mode];
     const args = ['agent', ...source, '--node-name', 'node1', '--cgroup', this.sb.node('node1').cgroupPath, '--bpffs', this.bpffs, '--admin', 'none', ...extra];
     if (withProxy) args.push('--proxy-listen', `${this.sb.pod('proxy').ipv4}:15001`, '--proxy-control', this.proxyControl());
-    this.agent = this.spawnLogged(`agent-${mode}`, SOCKMESH, args);
+    this.agent = this.spawnSockmesh(`agent-${mode}`, args);
     return waitLog(this.agent, (l) => l.msg === 'applied config', timeoutMs, 0, 'first "applied config"');
   }
 
@@ -417,29 +420,11 @@ export class Rig {
     return path.join(this.tmp, 'proxy.sock');
   }
 
-  /** `sockmesh proxy` in the `proxy` pod (its netns and cgroup; nsenter keeps /sys/fs/bpf visible). */
+  /** `sockmesh proxy` in the `proxy` pod (its netns and cgroup, the host's /sys/fs/bpf). */
   startProxy(): Proc {
     const pod = this.sb.pod('proxy');
-    this.proxy = this.spawnLogged(
-      'proxy',
-      'sh',
-      [
-      '-c',
-      `echo $$ > "${pod.cgroupPath}/cgroup.procs" && exec nsenter --net=/run/netns/${pod.netns} -- "$@"`,
-      'sh',
-      process.execPath,
-      '-e',
-      `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`,
-      'proxy',
-      '--listen',
-      `${pod.ipv4}:15001`,
-      '--bpffs',
-      this.bpffs,
-      '--control',
-      this.proxyControl(),
-      ],
-      true,
-    );
+    const args = ['proxy', '--listen', `${pod.ipv4}:15001`, '--bpffs', this.bpffs, '--control', this.proxyControl()];
+    this.proxy = this.spawnLogged('proxy', (stdio) => this.sb.spawnSockmesh('proxy', args, { stdio, detached: false }));
     return this.proxy;
   }
 

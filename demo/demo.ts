@@ -7,14 +7,12 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Datapath } from '../mesh-agent/datapath/datapath';
-import { Sandbox, ServerHandle } from '../sandbox/sandbox';
+import { Sandbox, ServerHandle, SOCKMESH_CLI as SOCKMESH } from '../sandbox/sandbox';
 
-const SOCKMESH = path.resolve(__dirname, '../../bin/sockmesh');
 const VIP = '198.19.0.10';
 const VIP6 = 'fd53:6f63:6b99::10';
 const VIP_REMOTE = '198.19.0.20';
 const VIP_API = '198.19.0.30';
-const MAIN = path.resolve(__dirname, '../mesh-agent/cli/main.js');
 
 function demoConfig(sb: Sandbox, web3Healthy = false): string {
   const p = (n: string) => sb.pod(n);
@@ -203,14 +201,12 @@ async function main(): Promise<void> {
     );
 
     // The node's L7 proxy, in its own pod (network namespace and cgroup, like a DaemonSet
-    // container); nsenter rather than `ip netns exec` so that it sees /sys/fs/bpf.
+    // container), seeing the host's /sys/fs/bpf.
     say(`$ sockmesh proxy --listen ${proxyPod.ipv4}:15001 --bpffs ${bpffs} --control ${control}   (in pod "proxy")`);
     const proxyKnown = waitLog(agent, 'proxy connected', (j) => `agent learned the proxy's cgroup (${j.cgroupId}): its own upstream connects are not steered`);
-    proxy = spawn(
-      'sh',
-      ['-c', `echo $$ > "${proxyPod.cgroupPath}/cgroup.procs" && exec nsenter --net=/run/netns/${proxyPod.netns} -- "$@"`, 'sh', process.execPath, '-e', `require(${JSON.stringify(MAIN)}).main(process.argv.slice(1))`, 'proxy', '--listen', `${proxyPod.ipv4}:15001`, '--bpffs', bpffs, '--control', control],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${proxyPod.ipv4}:15001`, '--bpffs', bpffs, '--control', control], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     await Promise.all([
       proxyKnown,
       waitLog(proxy, 'policies applied', (j) => `proxy applied HTTP policies for ${j.destinations} destination(s) from the agent`),

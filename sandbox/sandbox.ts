@@ -137,6 +137,16 @@ export interface ServerHandle {
 
 /** Compiled podtool next to this module (dist/sandbox/podtool.js). */
 export const PODTOOL_PATH = path.join(__dirname, 'podtool.js');
+/** The `sockmesh` command of this checkout (bin/sockmesh, which runs dist/). */
+export const SOCKMESH_CLI = path.resolve(__dirname, '..', '..', 'bin', 'sockmesh');
+
+export interface PodSpawnOptions extends SpawnOptions {
+  /**
+   * Enter the pod's netns with nsenter instead of `ip netns exec`, which remounts /sys for the
+   * netns and so hides /sys/fs/bpf: for processes that open pinned BPF objects (the L7 proxy).
+   */
+  hostSys?: boolean;
+}
 
 const DEBUG = !!process.env.SOCKMESH_SANDBOX_DEBUG;
 function debug(msg: string): void {
@@ -381,10 +391,10 @@ const NODE_NAME_RE = /^[A-Za-z0-9_]{1,32}$/;
 const POD_NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,31}$/;
 const PREFIX_RE = /^[A-Za-z][A-Za-z0-9_]{0,15}$/;
 
-const IN_CGROUP_NETNS_SH =
-  'cg=$1; ns=$2; shift 2; ' +
-  'echo $$ > "$cg/cgroup.procs" || { echo "sandbox: cannot join cgroup $cg" >&2; exit 125; }; ' +
-  'exec ip netns exec "$ns" "$@"';
+const JOIN_CGROUP_SH = 'cg=$1; ns=$2; shift 2; echo $$ > "$cg/cgroup.procs" || { echo "sandbox: cannot join cgroup $cg" >&2; exit 125; }; ';
+const IN_CGROUP_NETNS_SH = JOIN_CGROUP_SH + 'exec ip netns exec "$ns" "$@"';
+/** Same, but /sys stays the host's (nsenter only switches the network namespace). */
+const IN_CGROUP_NETNS_HOST_SYS_SH = JOIN_CGROUP_SH + `exec nsenter --net="${NETNS_DIR}/$ns" -- "$@"`;
 
 export class Sandbox {
   readonly prefix: string;
@@ -599,9 +609,14 @@ export class Sandbox {
   // ---- running commands
 
   /** Spawn argv in the pod's netns AND cgroup (own process group unless opts.detached=false). */
-  spawn(podName: string, argv: string[], opts: SpawnOptions = {}): ChildProcess {
+  spawn(podName: string, argv: string[], opts: PodSpawnOptions = {}): ChildProcess {
     const q = this.pod(podName);
     return this.spawnIn(q.cgroupPath, q.netns, argv, opts);
+  }
+
+  /** `sockmesh <args>` in a pod, seeing the host's /sys/fs/bpf (as the node proxy's pod does). */
+  spawnSockmesh(podName: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+    return this.spawn(podName, [process.execPath, SOCKMESH_CLI, ...args], { ...opts, hostSys: true });
   }
 
   /** Spawn argv in the node's netns, in the node's host cgroup (not below node.cgroupPath). */
@@ -637,10 +652,12 @@ export class Sandbox {
     return waitServer(child, opts.timeoutMs ?? 15_000, `${podName}: podtool ${args.join(' ')}`);
   }
 
-  private spawnIn(cg: string, netns: string, argv: string[], opts: SpawnOptions): ChildProcess {
+  private spawnIn(cg: string, netns: string, argv: string[], opts: PodSpawnOptions): ChildProcess {
     if (this.tornDown) throw new Error('sandbox: already torn down');
     if (argv.length === 0) throw new Error('sandbox: empty argv');
-    return cpSpawn('/bin/sh', ['-c', IN_CGROUP_NETNS_SH, 'sh', cg, netns, ...argv], { detached: true, ...opts });
+    const { hostSys, ...spawnOpts } = opts;
+    const script = hostSys ? IN_CGROUP_NETNS_HOST_SYS_SH : IN_CGROUP_NETNS_SH;
+    return cpSpawn('/bin/sh', ['-c', script, 'sh', cg, netns, ...argv], { detached: true, ...spawnOpts });
   }
 
   // ---- teardown

@@ -4,7 +4,7 @@
 // from the request. Services without HTTP rules never touch the proxy.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,7 +16,6 @@ import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { kernelSkip } from './kernel';
 
-const MAIN = path.resolve(__dirname, '../mesh-agent/cli/main.js');
 const VIP_HTTP = '198.19.0.50';
 const VIP_GRPC = '198.19.0.51';
 const VIP_PLAIN = '198.19.0.52';
@@ -134,25 +133,9 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     // The proxy runs in its pod's network namespace and cgroup (exempt from steering, so its own
     // upstream connects are translated to backends). nsenter, not `ip netns exec`, so that it sees
     // the host's /sys/fs/bpf.
-    proxy = spawn(
-      'sh',
-      [
-        '-c',
-        `echo $$ > "${proxyPod.cgroupPath}/cgroup.procs" && exec nsenter --net=/run/netns/${proxyPod.netns} -- "$@"`,
-        'sh',
-        process.execPath,
-        '-e',
-        `require(${JSON.stringify(MAIN)}).main(process.argv.slice(1))`,
-        'proxy',
-        '--listen',
-        `${proxyPod.ipv4}:15001`,
-        '--bpffs',
-        bpffs,
-        '--control',
-        control,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${proxyPod.ipv4}:15001`, '--bpffs', bpffs, '--control', control], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     proxy.stdout!.on('data', (d) => (proxyOut += d));
     proxy.stderr!.on('data', (d) => (proxyErr += d));
     for (let i = 0; i < 200 && !proxyErr.includes('"policies applied"'); i++) await new Promise((r) => setTimeout(r, 50));
