@@ -58,10 +58,10 @@ const TRUST_DOMAIN = 'cluster.local';
 const RBAC_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 
 /** The request wrk sends on every variant. */
-const BENCH_PATH = '/api/v1/catalog/items/42';
+export const BENCH_PATH = '/api/v1/catalog/items/42';
 const BENCH_HEADER = { name: 'x-tenant', value: 'acme' };
 /** Service account of the client workload (sockmesh) / the client pod's IP stands for it (HAProxy). */
-const CLIENT_SA = 'frontend';
+export const CLIENT_SA = 'frontend';
 
 export const ALL_VARIANTS = ['direct', 'l7', 'sidecar', 'l4'] as const;
 export type L7Variant = (typeof ALL_VARIANTS)[number];
@@ -74,7 +74,7 @@ const LABEL: Record<L7Variant, string> = {
 
 // ---- the 10 policies, once ---------------------------------------------------------------------
 
-interface BenchPolicy {
+export interface BenchPolicy {
   /** Numbered so that Envoy's (sorted by name) and our (insertion) order agree: p10 is last. */
   name: string;
   path: { prefix: string } | { exact: string };
@@ -84,7 +84,7 @@ interface BenchPolicy {
   sa: string;
 }
 
-const POLICIES: BenchPolicy[] = [
+export const POLICIES: readonly BenchPolicy[] = [
   { name: 'p01-orders-read', path: { prefix: '/api/v1/orders' }, methods: ['GET', 'HEAD'], header: BENCH_HEADER, sa: CLIENT_SA },
   { name: 'p02-orders-write', path: { prefix: '/api/v1/orders' }, methods: ['POST', 'PUT'], header: BENCH_HEADER, sa: 'checkout' },
   { name: 'p03-payments', path: { prefix: '/api/v1/payments' }, methods: ['POST'], header: { name: 'x-request-class', value: 'critical' }, sa: 'checkout' },
@@ -97,12 +97,12 @@ const POLICIES: BenchPolicy[] = [
   { name: 'p10-catalog-read', path: { prefix: '/api/v1/catalog' }, methods: ['GET', 'HEAD'], header: BENCH_HEADER, sa: CLIENT_SA },
 ];
 
-const spiffe = (sa: string) => `spiffe://${TRUST_DOMAIN}/ns/${NS}/sa/${sa}`;
+export const spiffe = (sa: string) => `spiffe://${TRUST_DOMAIN}/ns/${NS}/sa/${sa}`;
 
 /** The policies as the config of one envoy.filters.http.rbac filter (proto3 JSON). */
-function envoyRbac(): Record<string, unknown> {
+export function envoyRbac(list: readonly BenchPolicy[] = POLICIES): Record<string, unknown> {
   const policies: Record<string, unknown> = {};
-  for (const p of POLICIES) {
+  for (const p of list) {
     const rules: unknown[] = [{ urlPath: { path: p.path } }];
     rules.push({ orRules: { rules: p.methods.map((m) => ({ header: { name: ':method', stringMatch: { exact: m } } })) } });
     if (p.header) rules.push({ header: { name: p.header.name, stringMatch: { exact: p.header.value } } });

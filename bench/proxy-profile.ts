@@ -22,42 +22,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureNativePingpong, median, procCpuUs, ROOT, rotate } from './common';
+import { BENCH_PATH, BenchPolicy, CLIENT_SA, envoyRbac, POLICIES, spiffe } from './l7';
 
-const TRUST_DOMAIN = 'cluster.local';
-const NS = 'bench';
-const CLIENT_SA = 'frontend';
-const BENCH_PATH = '/api/v1/catalog/items/42';
 /** The native client cannot send x-tenant; an eleventh policy (last in name order) admits its POSTs. */
 const NATIVE_PATH = '/native/echo';
-const spiffe = (sa: string) => `spiffe://${TRUST_DOMAIN}/ns/${NS}/sa/${sa}`;
 
 /** bench/l7.ts's ten policies (p10 also admits POST), plus p11 for the native client. */
 function rbacConfig(): Record<string, unknown> {
-  const tenant = { name: 'x-tenant', value: 'acme' };
-  const ps: Array<{ name: string; path: { prefix: string } | { exact: string }; methods: string[]; header?: { name: string; value: string }; sa: string }> = [
-    { name: 'p01-orders-read', path: { prefix: '/api/v1/orders' }, methods: ['GET', 'HEAD'], header: tenant, sa: CLIENT_SA },
-    { name: 'p02-orders-write', path: { prefix: '/api/v1/orders' }, methods: ['POST', 'PUT'], header: tenant, sa: 'checkout' },
-    { name: 'p03-payments', path: { prefix: '/api/v1/payments' }, methods: ['POST'], header: { name: 'x-request-class', value: 'critical' }, sa: 'checkout' },
-    { name: 'p04-users-self', path: { prefix: '/api/v1/users/me' }, methods: ['GET'], header: tenant, sa: CLIENT_SA },
-    { name: 'p05-admin', path: { prefix: '/admin' }, methods: ['GET', 'POST', 'DELETE'], sa: 'ops' },
-    { name: 'p06-metrics', path: { exact: '/metrics' }, methods: ['GET'], sa: 'prometheus' },
-    { name: 'p07-health', path: { exact: '/healthz' }, methods: ['GET'], sa: 'kubelet' },
-    { name: 'p08-search', path: { prefix: '/api/v1/search' }, methods: ['GET'], header: { name: 'x-tenant', value: 'globex' }, sa: CLIENT_SA },
-    { name: 'p09-inventory', path: { prefix: '/api/v2/inventory' }, methods: ['GET', 'PUT'], sa: 'warehouse' },
-    { name: 'p10-catalog-read', path: { prefix: '/api/v1/catalog' }, methods: ['GET', 'HEAD', 'POST'], header: tenant, sa: CLIENT_SA },
-    { name: 'p11-native', path: { prefix: '/native' }, methods: ['POST'], sa: CLIENT_SA },
-  ];
-  const policies: Record<string, unknown> = {};
-  for (const p of ps) {
-    const rules: unknown[] = [{ urlPath: { path: p.path } }];
-    rules.push({ orRules: { rules: p.methods.map((m) => ({ header: { name: ':method', stringMatch: { exact: m } } })) } });
-    if (p.header) rules.push({ header: { name: p.header.name, stringMatch: { exact: p.header.value } } });
-    policies[p.name] = {
-      permissions: [{ andRules: { rules } }],
-      principals: [{ authenticated: { principalName: { exact: spiffe(p.sa) } } }],
-    };
-  }
-  return { '@type': 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC', rules: { action: 'ALLOW', policies } };
+  const ps: BenchPolicy[] = POLICIES.map((p) => (p.name === 'p10-catalog-read' ? { ...p, methods: [...p.methods, 'POST'] } : p));
+  ps.push({ name: 'p11-native', path: { prefix: '/native' }, methods: ['POST'], sa: CLIENT_SA });
+  return envoyRbac(ps);
 }
 
 // ---- the proxy process ---------------------------------------------------------------------------
