@@ -117,3 +117,38 @@ export interface ScenarioOptions {
   quick: boolean;
   log: (line: string) => void;
 }
+
+/** An integer command-line value >= min, or an error naming the option. */
+export function intArg(s: string, what: string, min: number): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${what}: '${s}' is not an integer >= ${min}`);
+  return n;
+}
+
+/** A comma-separated list of integers >= min. */
+export function intListArg(s: string, what: string, min = 1): number[] {
+  return s.split(',').map((x) => intArg(x, what, min));
+}
+
+/**
+ * `node dist/bench/<scenario>.js [--quick] [options] [--out FILE.json]`: run one scenario alone,
+ * print its Markdown section on stdout (progress on stderr), write its data to --out.
+ */
+export function runStandalone<O extends object>(
+  parse: (argv: string[], quick: boolean) => O & { out?: string },
+  run: (o: O & ScenarioOptions) => Promise<ScenarioResult>,
+): void {
+  const argv = process.argv.slice(2);
+  const quick = argv.includes('--quick');
+  Promise.resolve()
+    .then(async () => {
+      const { out, ...o } = parse(argv.filter((a) => a !== '--quick'), quick);
+      const res = await run({ ...(o as O), quick, log: (l: string) => process.stderr.write(l + '\n') });
+      process.stdout.write(`## ${res.title}\n\n${res.markdown}\n`);
+      if (out) fs.writeFileSync(out, JSON.stringify(res.data, null, 2) + '\n');
+    })
+    .catch((e) => {
+      process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : e}\n`);
+      process.exit(1);
+    });
+}

@@ -43,7 +43,7 @@ import { createLogger } from '../mesh-agent/log';
 import type { Model } from '../mesh-agent/model/types';
 import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle, waitServer } from '../sandbox/sandbox';
-import { ChartSpec, ROOT, ScenarioOptions, ScenarioResult, ensureNativePingpong, median, pidsCpuUs, rotate } from './common';
+import { ChartSpec, ROOT, ScenarioOptions, ScenarioResult, ensureNativePingpong, median, pidsCpuUs, rotate, intArg, intListArg, runStandalone } from './common';
 import { Sidecars, startHttpSidecars } from './sidecar';
 
 const WRK = '/usr/bin/wrk';
@@ -666,36 +666,17 @@ export function l7Args(argv: string[], quick = false): L7Options & { out?: strin
       out: { type: 'string' },
     },
   });
-  const int = (s: string, what: string, min: number) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${what}: '${s}' is not an integer >= ${min}`);
-    return n;
-  };
   const al = values['access-log'];
   if (al !== 'none' && al !== 'stdout') throw new Error(`--access-log: '${al}' is not none or stdout`);
   return {
-    connections: values.connections!.split(',').map((x) => int(x, 'connections', 1)),
-    durationS: int(values.duration!, 'duration', 1),
-    reps: int(values.reps!, 'reps', 1),
-    warmupS: int(values.warmup!, 'warmup', 1),
+    connections: intListArg(values.connections!, 'connections'),
+    durationS: intArg(values.duration!, 'duration', 1),
+    reps: intArg(values.reps!, 'reps', 1),
+    warmupS: intArg(values.warmup!, 'warmup', 1),
     variants: values.variants!.split(',').filter(Boolean) as L7Variant[],
     accessLog: al,
     out: values.out,
   };
 }
 
-async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  const quick = argv.includes('--quick');
-  const { out, ...o } = l7Args(argv.filter((a) => a !== '--quick'), quick);
-  const res = await runL7({ ...o, quick, log: (l) => process.stderr.write(l + '\n') });
-  process.stdout.write(`\n## ${res.title}\n\n${res.markdown}`);
-  if (out) fs.writeFileSync(out, JSON.stringify(res.data, null, 2) + '\n');
-}
-
-if (require.main === module) {
-  main().catch((e) => {
-    process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : e}\n`);
-    process.exit(1);
-  });
-}
+if (require.main === module) runStandalone(l7Args, runL7);

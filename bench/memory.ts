@@ -19,10 +19,9 @@
 //
 //   node dist/bench/memory.js [--quick] [--services 10000] [--endpoints 10] [--l7-every 10]
 //        [--source sotw|delta|file] [--timeout-s 600] [--out FILE.json]
-import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../mesh-agent/datapath/datapath';
-import { ChartSpec, procRss, ScenarioOptions, ScenarioResult } from './common';
+import { ChartSpec, procRss, ScenarioOptions, ScenarioResult, intArg, runStandalone } from './common';
 import { MapMemory, mapMemory, ServiceProbe } from './kernelmaps';
 import { configYaml, endpointAddr, mapSizeArgs, pollUntil, Rig, serviceKey, settle, stopProc, waitLog, XdsMode } from './propagation';
 
@@ -254,38 +253,19 @@ export function memoryArgs(argv: string[], quick = false): MemoryOptions & { out
       out: { type: 'string' },
     },
   });
-  const one = (s: string, what: string, min: number) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${what}: '${s}' is not an integer >= ${min}`);
-    return n;
-  };
   const source = values.source!;
   if (source !== 'sotw' && source !== 'delta' && source !== 'file') throw new Error(`--source: '${source}' is not sotw, delta or file`);
   const o = {
-    services: one(values.services!, 'services', 1),
-    endpointsPerService: one(values.endpoints!, 'endpoints', 1),
-    l7Every: one(values['l7-every']!, 'l7-every', 0),
-    idleServices: one(values['idle-services']!, 'idle-services', 1),
+    services: intArg(values.services!, 'services', 1),
+    endpointsPerService: intArg(values.endpoints!, 'endpoints', 1),
+    l7Every: intArg(values['l7-every']!, 'l7-every', 0),
+    idleServices: intArg(values['idle-services']!, 'idle-services', 1),
     source: source as XdsMode,
-    timeoutS: one(values['timeout-s']!, 'timeout-s', 1),
+    timeoutS: intArg(values['timeout-s']!, 'timeout-s', 1),
     out: values.out,
   };
   if (o.idleServices >= o.services) throw new Error('--idle-services must be below --services');
   return o;
 }
 
-async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  const quick = argv.includes('--quick');
-  const { out, ...o } = memoryArgs(argv.filter((a) => a !== '--quick'), quick);
-  const res = await runMemory({ ...o, quick, log: (l) => process.stderr.write(l + '\n') });
-  if (out) fs.writeFileSync(out, JSON.stringify(res.data, null, 2) + '\n');
-  process.stdout.write(`## ${res.title}\n\n${res.markdown}\n`);
-}
-
-if (require.main === module) {
-  main().catch((e) => {
-    process.stderr.write(`memory failed: ${e instanceof Error ? e.stack : e}\n`);
-    process.exit(1);
-  });
-}
+if (require.main === module) runStandalone(memoryArgs, runMemory);

@@ -41,7 +41,7 @@ import { createLogger } from '../mesh-agent/log';
 import { Model } from '../mesh-agent/model/types';
 import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle, parseJsonLines, waitServer } from '../sandbox/sandbox';
-import { ChartSpec, ensureNativePingpong, median, pidsCpuUs, rotate, ScenarioOptions, ScenarioResult } from './common';
+import { ChartSpec, ensureNativePingpong, intArg, intListArg, median, pidsCpuUs, rotate, runStandalone, ScenarioOptions, ScenarioResult } from './common';
 import { Hdr } from './hdr';
 import { startHttpSidecars, startSidecars, Sidecars } from './sidecar';
 
@@ -638,42 +638,17 @@ export function pingpongArgs(argv: string[], quick = false): PingpongOptions & {
       out: { type: 'string' },
     },
   });
-  const nums = (s: string, what: string) =>
-    s.split(',').map((x) => {
-      const n = Number(x);
-      if (!Number.isInteger(n) || n < 1) throw new Error(`--${what}: '${x}' is not a positive integer`);
-      return n;
-    });
-  const one = (s: string, what: string, min: number) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${what}: '${s}' is not an integer >= ${min}`);
-    return n;
-  };
   return {
-    rounds: one(values.rounds!, 'rounds', 1),
-    reps: one(values.reps!, 'reps', 1),
-    sizes: nums(values.sizes!, 'sizes'),
-    conns: nums(values.conns!, 'conns'),
+    rounds: intArg(values.rounds!, 'rounds', 1),
+    reps: intArg(values.reps!, 'reps', 1),
+    sizes: intListArg(values.sizes!, 'sizes'),
+    conns: intListArg(values.conns!, 'conns'),
     variants: values.variants!.split(',').filter(Boolean),
-    bulkMiB: one(values['bulk-mib']!, 'bulk-mib', 0),
-    bulkWrites: nums(values['bulk-writes']!, 'bulk-writes'),
-    l7Warmup: one(values['l7-warmup']!, 'l7-warmup', 1),
+    bulkMiB: intArg(values['bulk-mib']!, 'bulk-mib', 0),
+    bulkWrites: intListArg(values['bulk-writes']!, 'bulk-writes'),
+    l7Warmup: intArg(values['l7-warmup']!, 'l7-warmup', 1),
     out: values.out,
   };
 }
 
-async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  const quick = argv.includes('--quick');
-  const { out, ...o } = pingpongArgs(argv.filter((a) => a !== '--quick'), quick);
-  const res = await runPingpong({ ...o, quick, log: (l) => process.stderr.write(l + '\n') });
-  process.stdout.write(`\n${res.markdown}`);
-  if (out) fs.writeFileSync(out, JSON.stringify(res.data, null, 2));
-}
-
-if (require.main === module) {
-  main().catch((e) => {
-    process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : e}\n`);
-    process.exit(1);
-  });
-}
+if (require.main === module) runStandalone(pingpongArgs, runPingpong);

@@ -39,7 +39,7 @@ import { parseArgs } from 'node:util';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { IPPROTO_TCP, SvcKey } from '../mesh-agent/datapath/codecs';
 import { Sandbox, SOCKMESH_CLI } from '../sandbox/sandbox';
-import { ChartSpec, median, percentile, procCpuUs, procRss, rotate, ScenarioOptions, ScenarioResult } from './common';
+import { ChartSpec, median, percentile, procCpuUs, procRss, rotate, ScenarioOptions, ScenarioResult, intArg, intListArg, runStandalone } from './common';
 import { ServiceProbe } from './kernelmaps';
 
 /** How the agent gets its config: over xDS from the control plane (SotW or Delta), or the file itself. */
@@ -883,48 +883,30 @@ export function propagationArgs(argv: string[], quick = false): PropagationOptio
       out: { type: 'string' },
     },
   });
-  const one = (s: string, what: string, min: number) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${what}: '${s}' is not an integer >= ${min}`);
-    return n;
-  };
+
   const modes = (s: string, what: string): XdsMode[] =>
     s.split(',').map((m) => {
       if (m !== 'sotw' && m !== 'delta' && m !== 'file') throw new Error(`--${what}: '${m}' is not sotw, delta or file`);
       return m;
     });
   const o: PropagationOptions & { out?: string } = {
-    sizes: values.sizes!.split(',').map((x) => one(x, 'sizes', 1)),
-    endpointsPerService: one(values.endpoints!, 'endpoints', 1),
-    changes: one(values.changes!, 'changes', 1),
+    sizes: intListArg(values.sizes!, 'sizes'),
+    endpointsPerService: intArg(values.endpoints!, 'endpoints', 1),
+    changes: intArg(values.changes!, 'changes', 1),
     modes: modes(values.modes!, 'modes'),
-    blocks: one(values.blocks!, 'blocks', 1),
-    pushServices: one(values['push-services']!, 'push-services', 1),
-    pushReps: one(values['push-reps']!, 'push-reps', 0),
+    blocks: intArg(values.blocks!, 'blocks', 1),
+    pushServices: intArg(values['push-services']!, 'push-services', 1),
+    pushReps: intArg(values['push-reps']!, 'push-reps', 0),
     pushModes: modes(values['push-modes']!, 'push-modes'),
-    smallServices: one(values['small-services']!, 'small-services', 1),
-    timeoutS: one(values['timeout-s']!, 'timeout-s', 1),
-    pushTimeoutS: one(values['push-timeout-s']!, 'push-timeout-s', 1),
-    pollUs: one(values['poll-us']!, 'poll-us', 0),
-    pauseMs: one(values['pause-ms']!, 'pause-ms', 0),
+    smallServices: intArg(values['small-services']!, 'small-services', 1),
+    timeoutS: intArg(values['timeout-s']!, 'timeout-s', 1),
+    pushTimeoutS: intArg(values['push-timeout-s']!, 'push-timeout-s', 1),
+    pollUs: intArg(values['poll-us']!, 'poll-us', 0),
+    pauseMs: intArg(values['pause-ms']!, 'pause-ms', 0),
     out: values.out,
   };
   if (o.smallServices >= o.pushServices) throw new Error('--small-services must be below --push-services');
   return o;
 }
 
-async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  const quick = argv.includes('--quick');
-  const { out, ...o } = propagationArgs(argv.filter((a) => a !== '--quick'), quick);
-  const res = await runPropagation({ ...o, quick, log: (l) => process.stderr.write(l + '\n') });
-  if (out) fs.writeFileSync(out, JSON.stringify(res.data, null, 2) + '\n');
-  process.stdout.write(`## ${res.title}\n\n${res.markdown}\n`);
-}
-
-if (require.main === module) {
-  main().catch((e) => {
-    process.stderr.write(`propagation failed: ${e instanceof Error ? e.stack : e}\n`);
-    process.exit(1);
-  });
-}
+if (require.main === module) runStandalone(propagationArgs, runPropagation);

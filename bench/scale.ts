@@ -37,7 +37,7 @@ import { Datapath } from '../mesh-agent/datapath/datapath';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import { Endpoint, Model, Service } from '../mesh-agent/model/types';
 import { Sandbox, ServerHandle, parseJsonLines, waitServer } from '../sandbox/sandbox';
-import { ChartSpec, ScenarioOptions, ScenarioResult, ensureNativePingpong, median, pidsCpuUs, rotate } from './common';
+import { ChartSpec, ScenarioOptions, ScenarioResult, ensureNativePingpong, median, pidsCpuUs, rotate, runStandalone } from './common';
 import {
   KubeProxyOptions,
   KubeService,
@@ -715,16 +715,4 @@ export function scaleArgs(argv: string[]): ScaleOptions & { quick: boolean; out?
   };
 }
 
-async function main(): Promise<void> {
-  const { out, ...o } = scaleArgs(process.argv.slice(2));
-  const res = await runScale({ ...o, log: (l) => process.stderr.write(l + '\n') });
-  process.stdout.write(`\n${res.markdown}`);
-  if (out) fs.writeFileSync(out, JSON.stringify(res.data, null, 2) + '\n');
-}
-
-if (require.main === module) {
-  main().catch((e) => {
-    process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : e}\n`);
-    process.exit(1);
-  });
-}
+if (require.main === module) runStandalone((argv, quick) => scaleArgs(quick ? ['--quick', ...argv] : argv), runScale);
