@@ -27,24 +27,13 @@ export interface Sidecars {
   stop(): Promise<void>;
 }
 
+/** What both kinds of sidecar share: one thread, one process (its CPU is that of one pid), no log. */
+const HAPROXY_BASE = ['global', '  nbthread 1', '  maxconn 4096', '  log stderr format raw local0 err', 'defaults'];
+const HAPROXY_TIMEOUTS = ['  timeout connect 5s', '  timeout client 300s', '  timeout server 300s'];
+
 function haproxyConfig(name: string, bind: string, server: string): string {
-  // One thread, one process, foreground: its CPU is that of one pid. HAProxy sets TCP_NODELAY on
-  // both sides of a TCP-mode proxy by default.
-  return [
-    'global',
-    '  nbthread 1',
-    '  maxconn 4096',
-    '  log stderr format raw local0 err',
-    'defaults',
-    '  mode tcp',
-    '  timeout connect 5s',
-    '  timeout client 300s',
-    '  timeout server 300s',
-    `listen ${name}`,
-    `  bind ${bind}`,
-    `  server app ${server}`,
-    '',
-  ].join('\n');
+  // HAProxy sets TCP_NODELAY on both sides of a TCP-mode proxy by default.
+  return [...HAPROXY_BASE, '  mode tcp', ...HAPROXY_TIMEOUTS, `listen ${name}`, `  bind ${bind}`, `  server app ${server}`, ''].join('\n');
 }
 
 async function waitListening(sb: Sandbox, pod: string, port: number, child: ChildProcess, what: string, stderr: () => string): Promise<void> {
@@ -151,17 +140,11 @@ function haproxyHttpConfig(name: string, bind: string, server: string, rules: st
   // connection). `option http-buffer-request` is NOT set: headers are enough for the ACLs. No
   // access log, no X-Forwarded-For: nothing beyond what the ACL check needs.
   return [
-    'global',
-    '  nbthread 1',
-    '  maxconn 4096',
-    '  log stderr format raw local0 err',
-    'defaults',
+    ...HAPROXY_BASE,
     '  mode http',
     '  option http-keep-alive',
     '  http-reuse always',
-    '  timeout connect 5s',
-    '  timeout client 300s',
-    '  timeout server 300s',
+    ...HAPROXY_TIMEOUTS,
     '  timeout http-request 10s',
     '  timeout http-keep-alive 300s',
     `frontend ${name}`,
