@@ -41,8 +41,33 @@ describe('[kernel] bench --quick', kernelSkip(), () => {
       for (const v of ['plain', 'noredirect', 'xnode-sockmesh']) assert.equal(row(v).redirects_per_txn, 0, `${v} was redirected`);
       assert.ok(pp.bulk.length >= 4, 'bulk rows missing');
 
-      const l7 = JSON.parse(fs.readFileSync(path.join(out, 'l7.json'), 'utf8'));
-      assert.ok(JSON.stringify(l7).includes('sockmesh'), 'l7: no sockmesh variant');
+      const read = (s: string) => JSON.parse(fs.readFileSync(path.join(out, `${s}.json`), 'utf8'));
+      // L7: the policies were really in force (denials checked), every variant served requests,
+      // and the L7 proxy is on its variant's path (its CPU is counted) and nowhere else.
+      const l7 = read('l7');
+      assert.ok(l7.checks.length >= 4 && l7.checks.every((c: any) => c.got === c.expect), JSON.stringify(l7.checks));
+      assert.ok(l7.checks.some((c: any) => c.expect === 403));
+      for (const v of ['direct', 'l7', 'sidecar', 'l4']) assert.ok(l7.rows.some((r: any) => r.variant === v && r.rps > 0), `l7: no requests for ${v}`);
+      for (const r of l7.rows) assert.equal(r.proxy_cpu_us_per_req > 0, r.variant === 'l7' || r.variant === 'sidecar', `l7: proxy CPU of ${r.variant}`);
+      // Scale: every variant connected to the first and the last service at every scale.
+      const scale = read('scale');
+      for (const n of scale.options.scales) {
+        for (const v of ['nft', 'legacy', 'sockmesh']) {
+          for (const which of ['first', 'last']) {
+            assert.ok(scale.connect.some((c: any) => c.scale === n && c.variant === v && c.which === which && c.p50_us > 0), `scale ${n} ${v} ${which}`);
+          }
+        }
+      }
+      // Propagation: changes were seen in the kernel, not timed out.
+      const prop = read('propagation');
+      assert.deepEqual(prop.failures, []);
+      assert.ok(prop.cases.some((c: any) => c.case === 'endpoint' && c.samples.length > 0 && c.samples.every((x: any) => x.kernelMs > 0)));
+      // Memory: every process was measured, and the kernel maps hold the bigger config.
+      const mem = read('memory');
+      assert.deepEqual(mem.failures, []);
+      const last = mem.phases[mem.phases.length - 1];
+      for (const k of ['agent', 'proxy', 'controlPlane']) assert.ok(last[k].rssKiB > 0, `memory: ${k}`);
+      assert.ok(last.services > mem.phases[0].services);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }
