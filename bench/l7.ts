@@ -360,10 +360,11 @@ export async function runL7(opts: L7Options & ScenarioOptions): Promise<Scenario
       // process group: killed as one.
       const args = ['proxy', '--listen', `${proxyPod.ipv4}:${PROXY_PORT}`, '--bpffs', bpffs, '--control', control, '--metrics', PROXY_METRICS];
       args.push('--access-log', accessLog);
-      proxy = sb.spawnSockmesh('proxy', args, { stdio: ['ignore', accessLog === 'stdout' ? 'pipe' : 'ignore', 'pipe'] });
+      proxy = sb.spawnSockmesh('proxy', args, { stdio: ['ignore', 'pipe', 'pipe'] });
       let proxyErr = '';
       proxy.stderr!.setEncoding('utf8').on('data', (d: string) => (proxyErr = (proxyErr + d).slice(-20_000)));
-      // Drained (else the proxy blocks on a full pipe) and counted: one line per request.
+      // Drained (else the proxy blocks on a full pipe) and counted: one line per request with
+      // --access-log stdout, none at all with none (checked after every run).
       proxy.stdout?.on('data', (d: Buffer) => {
         for (const b of d) if (b === 10) proxyStdoutLines++;
       });
@@ -458,6 +459,9 @@ export async function runL7(opts: L7Options & ScenarioOptions): Promise<Scenario
           throw new Error(`l7: proxy metrics disagree with wrk (${tag}, ${c} conns): wrk ${rep.requests} requests, proxy allowed ${n} by the last policy, ${other} other decisions, ${upErr} upstream errors`);
         }
         if (n > rep.requests + c) log(`l7: warning: proxy allowed ${n} requests, wrk completed ${rep.requests} (${c} conns)`);
+        if (accessLog === 'none' && proxyStdoutLines !== 0) {
+          throw new Error(`l7: the proxy wrote ${proxyStdoutLines} stdout lines with --access-log none`);
+        }
         if (accessLog === 'stdout' && proxyStdoutLines - logLines0 < rep.requests) {
           // The access log is written asynchronously; this is a hint, not a failure.
           log(`l7: note: ${proxyStdoutLines - logLines0} access-log lines for ${rep.requests} requests so far`);
