@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Model } from '../mesh-agent/model/types';
+import { fixtureDir } from './fixture-dir';
 import {
   ConfigError,
   ConfigFileSource,
@@ -37,15 +38,7 @@ function writeTmp(text: string, name = 'mesh.yaml'): string {
 }
 
 /** Locates test/fixtures/config whether run from the source tree or a compiled outDir. */
-function fixturesDir(): string {
-  for (let d = __dirname; ; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'config');
-    if (fs.existsSync(cand)) return cand;
-    if (path.basename(d) === 'test' && fs.existsSync(path.join(d, 'fixtures', 'config'))) return path.join(d, 'fixtures', 'config');
-    if (path.dirname(d) === d) break;
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'config');
-}
+const fixturesDir = (): string => fixtureDir('config');
 const FIX = fixturesDir();
 
 /** Loads YAML text from a temp file and returns the ConfigError it must throw. */

@@ -15,17 +15,12 @@ import type { Logger } from '../mesh-agent/log';
 import type { SourceSnapshot } from '../mesh-agent/sources/source';
 import { KubernetesSource, kubeConfigFor, KubernetesSourceError, type KubernetesSourceOptions } from '../mesh-agent/sources/kubernetes';
 import { FakeApiServer, type ResourceName } from './k8s-fake-apiserver';
+import { fixtureDir } from './fixture-dir';
 
 // ---- helpers ------------------------------------------------------------------------------------
 
 /** Locates test/fixtures/k8s whether run from the source tree or a compiled outDir. */
-function fixturesDir(): string {
-  for (let d = __dirname; path.dirname(d) !== d; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'k8s');
-    if (fs.existsSync(cand)) return cand;
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'k8s');
-}
+const fixturesDir = (): string => fixtureDir('k8s');
 
 type Cluster = Record<ResourceName, Array<Record<string, unknown>>>;
 

@@ -29,26 +29,10 @@ import { pathToFileURL } from 'node:url';
 import * as ts from 'typescript';
 import * as YAML from 'yaml';
 import { createProxyMetrics } from '../proxy/server/metrics';
+import { findUp } from './fixture-dir';
 
 // ---------------------------------------------------------------------------------------------
 // Locating the repository (in-tree dist/test, or an out-of-tree build run with NODE_PATH)
-
-function findUp(rel: string): string | undefined {
-  const starts = [__dirname, process.cwd()];
-  try {
-    starts.push(path.dirname(require.resolve('yaml/package.json')));
-  } catch {
-    /* not resolvable: the other starts */
-  }
-  for (const start of starts) {
-    for (let d = start; ; d = path.dirname(d)) {
-      const cand = path.join(d, rel);
-      if (fs.existsSync(cand)) return cand;
-      if (path.dirname(d) === d) break;
-    }
-  }
-  return undefined;
-}
 
 const MANIFESTS = findUp('manifests/kustomization.yaml') ? path.dirname(findUp('manifests/kustomization.yaml')!) : '';
 const ROOT = path.dirname(MANIFESTS);

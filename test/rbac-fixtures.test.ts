@@ -9,19 +9,8 @@ import { describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { compileRbacFilters } from '../proxy/rbac';
 import type { Decision, DryRunResult, RbacFilterConfig, RequestAttributes } from '../proxy/types';
+import { findDir } from './fixture-dir';
 
-/** A fixture folder of this repository, from the compiled test's place, the cwd, or where node_modules is (an out-of-tree build run with NODE_PATH). */
-function findDir(rel: string, fallback?: string): string {
-  for (const start of [__dirname, process.cwd(), path.dirname(require.resolve('yaml/package.json'))]) {
-    for (let d = start; ; d = path.dirname(d)) {
-      const cand = path.join(d, rel);
-      if (fs.existsSync(cand)) return cand;
-      if (path.dirname(d) === d) break;
-    }
-  }
-  if (fallback && fs.existsSync(fallback)) return fallback;
-  throw new Error(`fixtures not found: ${rel}`);
-}
 const ISTIO = findDir('test/fixtures/translate/istio/authz-rbac', '/work/shared/fixtures/istio/authz-rbac');
 const OURS = findDir('test/fixtures/rbac');
 

@@ -10,15 +10,9 @@ import { parse } from 'yaml';
 import type { L4Expr, StringMatch } from '../mesh-agent/model/types';
 import { authorizationExpr, translateAmbient } from '../xds/translate/ambient';
 import { ipToBytes } from '../mesh-agent/model/ip';
+import { fixtureDir } from './fixture-dir';
 
-function fixturesDir(): string {
-  for (let d = __dirname; ; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'translate');
-    if (fs.existsSync(cand)) return cand;
-    if (path.dirname(d) === d) break;
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'translate');
-}
+const fixturesDir = (): string => fixtureDir('translate');
 const DIR = path.join(fixturesDir(), 'istio', 'ambient-authorization');
 const authz = (f: string): any => parse(fs.readFileSync(path.join(DIR, f), 'utf8'));
 const b64 = (ip: string): string => (isIP(ip) === 4 ? ipToBytes(ip).subarray(0, 4) : ipToBytes(ip)).toString('base64');

@@ -5,15 +5,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { runTranslateCli } from '../xds/translate/cli';
+import { fixtureDir } from './fixture-dir';
 
-function fixturesDir(): string {
-  for (let d = __dirname; ; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'translate');
-    if (fs.existsSync(cand)) return cand;
-    if (path.dirname(d) === d) break;
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'translate');
-}
+const fixturesDir = (): string => fixtureDir('translate');
 const FIX = fixturesDir();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sockmesh-translate-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));

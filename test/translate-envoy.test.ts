@@ -9,15 +9,9 @@ import type { Endpoint, Model } from '../mesh-agent/model/types';
 import { translateConfigDump, translateEnvoy } from '../xds/translate/envoy';
 import { serviceOfCluster } from '../xds/translate/envoy-clusters';
 import type { TranslateResult } from '../xds/translate/result';
+import { fixtureDir } from './fixture-dir';
 
-function fixturesDir(): string {
-  for (let d = __dirname; ; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'translate');
-    if (fs.existsSync(cand)) return cand;
-    if (path.dirname(d) === d) break;
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'translate');
-}
+const fixturesDir = (): string => fixtureDir('translate');
 const FIX = fixturesDir();
 const load = (rel: string): any => JSON.parse(fs.readFileSync(path.join(FIX, rel), 'utf8'));
 

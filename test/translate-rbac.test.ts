@@ -8,15 +8,9 @@ import { parse } from 'yaml';
 import type { L4Expr } from '../mesh-agent/model/types';
 import { NEVER, renderExpr, simplify } from '../xds/translate/expr';
 import { classifyRbacFilter, policyName, regexToExpr, splitRbacFilters } from '../xds/translate/rbac';
+import { fixtureDir } from './fixture-dir';
 
-function fixturesDir(): string {
-  for (let d = __dirname; ; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'translate');
-    if (fs.existsSync(cand)) return cand;
-    if (path.dirname(d) === d) break;
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'translate');
-}
+const fixturesDir = (): string => fixtureDir('translate');
 const DIR = path.join(fixturesDir(), 'istio', 'authz-rbac');
 const filter = (f: string): any => parse(fs.readFileSync(path.join(DIR, f), 'utf8'));
 const DEST = { ip: '10.96.0.20', port: 8000, service: 'foo/httpbin' };

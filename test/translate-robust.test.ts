@@ -13,15 +13,9 @@ import { translateConfigDump, translateEnvoy } from '../xds/translate/envoy';
 import { splitRbacFilters } from '../xds/translate/rbac';
 import { validateResource } from '../xds/translate/validate';
 import { TYPE } from '../xds/types';
+import { fixtureDir } from './fixture-dir';
 
-function fixturesDir(): string {
-  for (let d = __dirname; ; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'translate');
-    if (fs.existsSync(cand)) return cand;
-    if (path.dirname(d) === d) break;
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'translate');
-}
+const fixturesDir = (): string => fixtureDir('translate');
 const FIX = fixturesDir();
 const text = (rel: string): string => fs.readFileSync(path.join(FIX, rel), 'utf8');
 

@@ -6,15 +6,9 @@ import { describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { TYPE } from '../xds/types';
 import { validateResource } from '../xds/translate/validate';
+import { fixtureDir } from './fixture-dir';
 
-function fixturesDir(): string {
-  for (let d = __dirname; ; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'translate');
-    if (fs.existsSync(cand)) return cand;
-    if (path.dirname(d) === d) break;
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'translate');
-}
+const fixturesDir = (): string => fixtureDir('translate');
 const FIX = fixturesDir();
 const json = (rel: string): any => JSON.parse(fs.readFileSync(path.join(FIX, rel), 'utf8'));
 

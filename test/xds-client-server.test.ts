@@ -21,6 +21,7 @@ import { Subscription } from '../xds/server/subscription';
 import { XdsClient, type XdsSnapshot, type XdsUpdate } from '../xds/client/xds-client';
 import { istioNode, istioNodeId } from '../xds/client/node-id';
 import { Backoff } from '../xds/client/backoff';
+import { fixtureDir } from './fixture-dir';
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -55,13 +56,7 @@ async function until(what: string, pred: () => boolean, ms = 5000): Promise<void
   }
 }
 
-function fixturesDir(): string {
-  for (let d = __dirname; path.dirname(d) !== d; d = path.dirname(d)) {
-    if (fs.existsSync(path.join(d, 'test', 'fixtures', 'xds'))) return path.join(d, 'test', 'fixtures', 'xds');
-    if (path.basename(d) === 'test' && fs.existsSync(path.join(d, 'fixtures', 'xds'))) return path.join(d, 'fixtures', 'xds');
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'xds');
-}
+const fixturesDir = (): string => fixtureDir('xds');
 
 // ---- resources (canonical proto3 JSON, so what the client decodes must equal them) -------------
 

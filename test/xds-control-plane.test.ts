@@ -20,6 +20,7 @@ import { controlPlaneEntries, startControlPlane } from '../xds/server/control-pl
 import { Snapshot } from '../xds/server/snapshot';
 import { parseListenAddress } from '../xds/server/ads-server';
 import { XdsClient, type XdsSnapshot, type XdsUpdate } from '../xds/client/xds-client';
+import { fixtureDir } from './fixture-dir';
 
 function memLog(): { log: Logger; lines: Array<{ level: string; msg: string } & Record<string, unknown>> } {
   const lines: Array<{ level: string; msg: string } & Record<string, unknown>> = [];
@@ -43,13 +44,7 @@ function waitEvent<T>(em: EventEmitter, event: string, pred: (v: T) => boolean =
   });
 }
 
-function fixturesDir(): string {
-  for (let d = __dirname; path.dirname(d) !== d; d = path.dirname(d)) {
-    if (fs.existsSync(path.join(d, 'test', 'fixtures', 'xds'))) return path.join(d, 'test', 'fixtures', 'xds');
-    if (path.basename(d) === 'test' && fs.existsSync(path.join(d, 'fixtures', 'xds'))) return path.join(d, 'fixtures', 'xds');
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'xds');
-}
+const fixturesDir = (): string => fixtureDir('xds');
 const FIX = fixturesDir();
 const CONFIG = path.join(FIX, 'control-plane.yaml');
 const HOST = 'echo.default.svc.cluster.local';

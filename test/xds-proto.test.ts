@@ -15,16 +15,10 @@ import { findMessageType, messageType, protoRoot } from '../xds/proto/load';
 import { resourceName } from '../xds/proto/resource-types';
 import { isXdsError } from '../xds/proto/errors';
 import { TYPE, type Json } from '../xds/types';
+import { fixtureDir } from './fixture-dir';
 
 /** test/fixtures/xds, from the source tree or a compiled outDir. */
-function fixturesDir(): string {
-  for (let d = __dirname; path.dirname(d) !== d; d = path.dirname(d)) {
-    const cand = path.join(d, 'test', 'fixtures', 'xds');
-    if (fs.existsSync(cand)) return cand;
-    if (path.basename(d) === 'test' && fs.existsSync(path.join(d, 'fixtures', 'xds'))) return path.join(d, 'fixtures', 'xds');
-  }
-  return path.join(process.cwd(), 'test', 'fixtures', 'xds');
-}
+const fixturesDir = (): string => fixtureDir('xds');
 const FIX = fixturesDir();
 const readJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(FIX, rel), 'utf8')) as Json;
 
