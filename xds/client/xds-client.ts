@@ -142,7 +142,7 @@ interface TypeState {
   typeTimedOut: boolean;
   missing: Set<string>;
   /** Requested names not held yet -> when they are given up ("does not exist"), ms since epoch. */
-  timers: Map<string, number>;
+  deadlines: Map<string, number>;
   /** One timer per type expires every name whose deadline passed (see expire()). */
   expiryTimer?: NodeJS.Timeout;
   typeTimer?: NodeJS.Timeout;
@@ -228,7 +228,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
         received: false,
         typeTimedOut: false,
         missing: new Set(),
-        timers: new Map(),
+        deadlines: new Map(),
         lastNonce: '',
       });
     }
@@ -422,7 +422,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
 
   private clearTimers(): void {
     for (const st of this.types.values()) {
-      st.timers.clear();
+      st.deadlines.clear();
       if (st.expiryTimer) clearTimeout(st.expiryTimer);
       st.expiryTimer = undefined;
       if (st.typeTimer) clearTimeout(st.typeTimer);
@@ -518,8 +518,8 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   private armTimers(st: TypeState, d: { wildcard: boolean; names: Set<string> }): void {
     const deadline = Date.now() + this.resourceTimeoutMs;
     for (const name of d.names) {
-      if (st.resources.has(name) || st.missing.has(name) || st.timers.has(name)) continue;
-      st.timers.set(name, deadline);
+      if (st.resources.has(name) || st.missing.has(name) || st.deadlines.has(name)) continue;
+      st.deadlines.set(name, deadline);
     }
     this.scheduleExpiry(st);
     if (d.wildcard && !st.received && !st.typeTimedOut && !st.typeTimer) {
@@ -542,9 +542,9 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
 
   /** (Re)arms the type's single expiry timer for the earliest pending deadline. */
   private scheduleExpiry(st: TypeState): void {
-    if (st.expiryTimer || !st.timers.size) return;
+    if (st.expiryTimer || !st.deadlines.size) return;
     let next = Infinity;
-    for (const t of st.timers.values()) if (t < next) next = t;
+    for (const t of st.deadlines.values()) if (t < next) next = t;
     st.expiryTimer = setTimeout(() => this.expire(st, next), Math.max(0, next - Date.now()));
   }
 
@@ -563,9 +563,9 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       return;
     }
     const gone: string[] = [];
-    for (const [name, deadline] of st.timers) {
+    for (const [name, deadline] of st.deadlines) {
       if (deadline > now) continue;
-      st.timers.delete(name);
+      st.deadlines.delete(name);
       if (st.resources.has(name)) continue;
       st.missing.add(name);
       gone.push(name);
@@ -758,7 +758,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       st.resources.set(c.name, r);
       (held ? update.updated : update.added).push(strip(r));
       st.missing.delete(c.name);
-      st.timers.delete(c.name); // the expiry timer skips names no longer pending
+      st.deadlines.delete(c.name); // the expiry timer skips names no longer pending
     }
     for (const n of removedNames) if (st.resources.delete(n)) update.removed.push(n);
     return update;
@@ -793,7 +793,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       }
     }
     for (const name of [...st.missing]) if (!d.names.has(name)) st.missing.delete(name);
-    for (const name of [...st.timers.keys()]) if (!d.names.has(name)) st.timers.delete(name);
+    for (const name of [...st.deadlines.keys()]) if (!d.names.has(name)) st.deadlines.delete(name);
     if (!d.wildcard && !d.names.size) st.received = false;
     return removed;
   }
