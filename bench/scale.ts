@@ -38,6 +38,7 @@ import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import { Endpoint, Model, Service } from '../mesh-agent/model/types';
 import { Sandbox, ServerHandle, parseJsonLines, waitServer } from '../sandbox/sandbox';
 import { ChartSpec, ScenarioOptions, ScenarioResult, ensureNativePingpong, median, pidsCpuUs, rotate, runStandalone } from './common';
+import { fdinfo } from './kernelmaps';
 import {
   KubeProxyOptions,
   KubeService,
@@ -238,10 +239,7 @@ async function installJumps(sb: Sandbox, node: string, b: IptBackend, create: bo
 }
 
 /** memlock (bpf_map_memory_usage) of a map fd, from /proc/self/fdinfo. */
-function memlockBytes(fd: number): number {
-  const m = /^memlock:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
+const memlockBytes = (fd: number): number => Number(fdinfo(fd).memlock ?? NaN);
 
 const pow2ceil = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
