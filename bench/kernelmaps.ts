@@ -6,9 +6,10 @@
 // point is to observe the kernel, not the agent's opinion of it.
 import * as fs from 'node:fs';
 import * as bpf from '../native';
-import { Datapath, MAP_NAMES } from '../mesh-agent/datapath/datapath';
+import { Datapath } from '../mesh-agent/datapath/datapath';
+import { MAP_NAMES } from '../abi/pins';
 import { TypedMap } from '../mesh-agent/datapath/maps';
-import { Backend, backend as backendCodec, slotKey, SlotKey, SvcKey, svcKey, SvcValue, svcValue } from '../mesh-agent/datapath/codecs';
+import { Backend, backend as backendCodec, slotKey, SlotKey, SvcKey, svcKey, SvcValue, svcValue } from '../abi/codecs';
 
 /** One map's footprint, as the kernel reports it in /proc/PID/fdinfo of a map fd. */
 export interface MapMemory {

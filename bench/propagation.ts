@@ -37,7 +37,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../mesh-agent/datapath/datapath';
-import { IPPROTO_TCP, SvcKey } from '../mesh-agent/datapath/codecs';
+import { IPPROTO_TCP, SvcKey } from '../abi/codecs';
 import { Sandbox, SOCKMESH_CLI } from '../sandbox/sandbox';
 import { ChartSpec, median, percentile, procCpuUs, procRss, rotate, ScenarioOptions, ScenarioResult, intArg, intListArg, runStandalone } from './common';
 import { ServiceProbe } from './kernelmaps';

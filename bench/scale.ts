@@ -35,7 +35,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
-import { Endpoint, Model, Service } from '../mesh-agent/model/types';
+import { Endpoint, Model, Service } from '../core/model';
 import { Sandbox, ServerHandle, parseJsonLines, waitServer } from '../sandbox/sandbox';
 import { ChartSpec, ScenarioOptions, ScenarioResult, ensureNativePingpong, median, pidsCpuUs, rotate, runStandalone } from './common';
 import { fdinfo } from './kernelmaps';

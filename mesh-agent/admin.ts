@@ -8,10 +8,10 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Registry } from 'prom-client';
-import { SockmeshError } from './errors';
+import { SockmeshError } from '../core/errors';
 import { SHORT_NAME } from '../xds/proto/resource-types';
 import type { TypeUrl } from '../xds/types';
-import type { Logger } from './log';
+import type { Logger } from '../core/log';
 
 export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:15021';
 

@@ -7,14 +7,15 @@
 import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
 import { FileSource, ModelSource, SourceSnapshot } from './sources/source';
-import { Datapath, DatapathSettings, DEFAULT_BPFFS_DIR } from './datapath/datapath';
+import { Datapath, DatapathSettings } from './datapath/datapath';
+import { DEFAULT_BPFFS_DIR } from '../abi/pins';
 import { ApplyReport, desiredState, Reconciler } from './datapath/reconciler';
 import * as fs from 'node:fs';
 import { isIP } from 'node:net';
-import { ProxyControlClient } from '../proxy/control';
+import { ProxyControlClient } from '../abi/proxy-control';
 import { acquireAgentLock } from './lock';
-import { L7Policy, Model, serviceRef } from './model/types';
-import { createLogger, Logger } from './log';
+import { L7Policy, Model, serviceRef } from '../core/model';
+import { createLogger, Logger } from '../core/log';
 import { AgentMetrics, xdsEventsOf, xdsStateOf } from './metrics';
 import { AdminHandlers, AdminServer, describeSource, Readiness, SourceInfo } from './admin';
 

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { SockmeshError } from './errors';
+import { SockmeshError } from '../core/errors';
 
 export function lockName(bpffsDir: string): string {
   const h = createHash('sha256').update(path.resolve(bpffsDir)).digest('hex').slice(0, 16);

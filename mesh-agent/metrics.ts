@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import * as bpf from '../native';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { COUNTER_NAMES } from './datapath/codecs';
+import { COUNTER_NAMES } from '../abi/codecs';
 import type { Datapath } from './datapath/datapath';
 import type { RawMap } from './datapath/maps';
 import type { ApplyReport } from './datapath/reconciler';

@@ -4,10 +4,10 @@
 // that destination. Metrics and admin stay on localhost.
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
-import { DEFAULT_BPFFS_DIR, findCgroup2Mount } from '../mesh-agent/datapath/datapath';
-import { createLogger, type Logger } from '../mesh-agent/log';
-import { canonicalIp } from '../mesh-agent/model/ip';
-import { DEFAULT_PROXY_CONTROL, ownCgroupId, ProxyConfigMessage, serveControl } from './control';
+import { DEFAULT_BPFFS_DIR, findCgroup2Mount } from '../abi/pins';
+import { createLogger, type Logger } from '../core/log';
+import { canonicalIp } from '../core/ip';
+import { DEFAULT_PROXY_CONTROL, ownCgroupId, ProxyConfigMessage, serveControl } from '../abi/proxy-control';
 import { KernelOrigins } from './origin';
 import { compileRbacFilters } from './rbac';
 import { createL7Proxy } from './server';

@@ -2,10 +2,9 @@
 // sockops fills when a client's connect (steered by connect4/6) completes, keyed by the client's
 // address. The proxy looks its accepted connection's peer up here; nothing in the request is
 // trusted for it.
-import * as path from 'node:path';
 import * as bpf from '../native';
-import { steerKey, steerValue } from '../mesh-agent/datapath/codecs';
-import { Datapath } from '../mesh-agent/datapath/datapath';
+import { steerKey, steerValue } from '../abi/codecs';
+import { mapPin } from '../abi/pins';
 import type { ConnectionOrigin } from './types';
 
 export class KernelOrigins {
@@ -14,7 +13,7 @@ export class KernelOrigins {
   private identities = new Map<number, string>();
 
   constructor(bpffsDir: string) {
-    this.fd = bpf.objGet(path.join(Datapath.mapsDir(bpffsDir), 'sm_steer'));
+    this.fd = bpf.objGet(mapPin(bpffsDir, 'sm_steer'));
   }
 
   setIdentities(ids: Map<number, string>): void {

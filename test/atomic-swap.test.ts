@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
-import { Model } from '../mesh-agent/model/types';
+import { Model } from '../core/model';
 import { parseJsonLines, PODTOOL_PATH, Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { kernelSkip } from './kernel';
 

@@ -1,14 +1,15 @@
 // The TypeScript codecs must describe exactly the structs the compiled programs use. This reads the
 // BTF of each built object (bpftool's JSON dump) and compares struct sizes and every member's
-// offset and size with mesh-agent/datapath/codecs.ts; the counter enum is compared with the one
+// offset and size with abi/codecs.ts; the counter enum is compared with the one
 // definition in bpf/include/sockmesh_types.h.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ALL_CODECS, COUNTER_ENUMERATORS, COUNTER_NAMES } from '../mesh-agent/datapath/codecs';
-import { defaultObjDir, OBJECTS } from '../mesh-agent/datapath/datapath';
+import { ALL_CODECS, COUNTER_ENUMERATORS, COUNTER_NAMES } from '../abi/codecs';
+import { defaultObjDir } from '../mesh-agent/datapath/datapath';
+import { OBJECTS } from '../abi/pins';
 
 interface BtfType {
   id: number;

@@ -1,4 +1,4 @@
-// Tests for the local config source (mesh-agent/config): parsing, validation and file watching.
+// Tests for the local config source (config/): parsing, validation and file watching.
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Model } from '../mesh-agent/model/types';
+import type { Model } from '../core/model';
 import { fixtureDir } from './fixture-dir';
 import {
   ConfigError,
@@ -17,7 +17,7 @@ import {
   parseIp,
   type ConfigIssue,
   type LoadedConfig,
-} from '../mesh-agent/config';
+} from '../config';
 
 // ---- helpers ------------------------------------------------------------------------------------
 

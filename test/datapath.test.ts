@@ -9,9 +9,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Agent } from '../mesh-agent/agent';
-import { CounterName } from '../mesh-agent/datapath/codecs';
+import { CounterName } from '../abi/codecs';
 import { Datapath } from '../mesh-agent/datapath/datapath';
-import { createLogger } from '../mesh-agent/log';
+import { createLogger } from '../core/log';
 import { parseJsonLines, PODTOOL_PATH, Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { kernelSkip } from './kernel';
 

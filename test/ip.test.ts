@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AF_INET, AF_INET6, bytesToIp, ipToBytes, mustCanonicalIp } from '../mesh-agent/model/ip';
+import { AF_INET, AF_INET6, bytesToIp, ipToBytes, mustCanonicalIp } from '../core/ip';
 
 test('addresses round-trip through the kernel byte layout', () => {
   assert.deepEqual([...ipToBytes('198.19.0.10')], [198, 19, 0, 10, ...new Array(12).fill(0)]);

@@ -7,7 +7,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ipKey, localEp } from '../mesh-agent/datapath/codecs';
+import { ipKey, localEp } from '../abi/codecs';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { TypedMap } from '../mesh-agent/datapath/maps';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';

@@ -653,9 +653,9 @@ describe('manifests', () => {
     });
 
     test('every flag passed is one the `sockmesh` CLI knows (usage of this build)', (t) => {
-      const main = [path.resolve(__dirname, '../mesh-agent/cli/main.js'), path.join(ROOT, 'dist/mesh-agent/cli/main.js')].find((p) => fs.existsSync(p));
+      const main = [path.resolve(__dirname, '../cli/main.js'), path.join(ROOT, 'dist/cli/main.js')].find((p) => fs.existsSync(p));
       if (!main) {
-        t.skip('the CLI is not built (dist/mesh-agent/cli/main.js)');
+        t.skip('the CLI is not built (dist/cli/main.js)');
         return;
       }
       const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(main)}).main(['help'])`], { encoding: 'utf8' });

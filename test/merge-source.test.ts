@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mergeModels } from '../mesh-agent/sources/merge';
-import type { Model } from '../mesh-agent/model/types';
+import type { Model } from '../core/model';
 
 const cp: Model = {
   services: [{ namespace: 'shop', name: 'web', vips: ['198.19.0.10'], ports: [{ port: 80, protocol: 'TCP' }] }],

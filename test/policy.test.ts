@@ -3,12 +3,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { PolicyValue, VERDICT_ALLOW, VERDICT_DENY } from '../mesh-agent/datapath/codecs';
+import { PolicyValue, VERDICT_ALLOW, VERDICT_DENY } from '../abi/codecs';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { compilePolicies, evalExpr, policyEntryKey } from '../mesh-agent/datapath/policy';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
-import { identityTable, spiffeId } from '../mesh-agent/model/identity';
-import type { L4Expr, L4Policy, Model, Workload } from '../mesh-agent/model/types';
+import { identityTable, spiffeId } from '../core/identity';
+import type { L4Expr, L4Policy, Model, Workload } from '../core/model';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { kernelSkip } from './kernel';
 

@@ -7,9 +7,9 @@ import { isIP } from 'node:net';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { parse } from 'yaml';
-import type { L4Expr, StringMatch } from '../mesh-agent/model/types';
+import type { L4Expr, StringMatch } from '../core/model';
 import { authorizationExpr, translateAmbient } from '../xds/translate/ambient';
-import { ipToBytes } from '../mesh-agent/model/ip';
+import { ipToBytes } from '../core/ip';
 import { fixtureDir } from './fixture-dir';
 
 const fixturesDir = (): string => fixtureDir('translate');

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import type { Endpoint, Model } from '../mesh-agent/model/types';
+import type { Endpoint, Model } from '../core/model';
 import { translateConfigDump, translateEnvoy } from '../xds/translate/envoy';
 import { serviceOfCluster } from '../xds/translate/envoy-clusters';
 import type { TranslateResult } from '../xds/translate/result';

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { parse } from 'yaml';
-import type { L4Expr } from '../mesh-agent/model/types';
+import type { L4Expr } from '../core/model';
 import { NEVER, renderExpr, simplify } from '../xds/translate/expr';
 import { classifyRbacFilter, policyName, regexToExpr, splitRbacFilters } from '../xds/translate/rbac';
 import { fixtureDir } from './fixture-dir';

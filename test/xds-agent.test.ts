@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Datapath } from '../mesh-agent/datapath/datapath';
-import { createLogger } from '../mesh-agent/log';
+import { createLogger } from '../core/log';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { startControlPlane } from '../xds/server/control-plane';
 import { kernelSkip } from './kernel';

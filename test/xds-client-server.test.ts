@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import type { Logger } from '../mesh-agent/log';
+import type { Logger } from '../core/log';
 import { TYPE, type Json, type TypeUrl } from '../xds/types';
 import { messageType } from '../xds/proto/load';
 import { AdsServer } from '../xds/server/ads-server';

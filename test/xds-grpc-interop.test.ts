@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import type { Logger } from '../mesh-agent/log';
+import type { Logger } from '../core/log';
 import { TYPE } from '../xds/types';
 import { startControlPlane, type ControlPlane } from '../xds/server/control-plane';
 

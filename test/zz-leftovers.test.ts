@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { findCgroup2Mount } from '../mesh-agent/datapath/datapath';
+import { findCgroup2Mount } from '../abi/pins';
 import { kernelSkip } from './kernel';
 
 const PREFIXES = ['smsbx', 'smdemo', 'smbench', 'smnative'];

@@ -2,7 +2,7 @@
 /*
  * Structs that cross the kernel/user boundary, defined once.
  *
- * Their TypeScript codecs live in mesh-agent/datapath/codecs.ts; test/btf-layout.test.ts reads the
+ * Their TypeScript codecs live in abi/codecs.ts; test/btf-layout.test.ts reads the
  * BTF of the compiled objects and fails on any size or offset drift, so edit both together.
  *
  * Byte order is part of the type: __be16/__be32 fields hold network order exactly as the socket

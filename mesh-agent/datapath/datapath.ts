@@ -1,67 +1,17 @@
 // Loading, attaching, adopting and removing the kernel datapath.
 //
-// Layout under the bpffs directory (default /sys/fs/bpf/sockmesh):
-//   maps/<map name>    every map, pinned by libbpf (LIBBPF_PIN_BY_NAME) and reused on the next load
-//   links/<prog name>  one pinned bpf_link per cgroup program
+// The layout of the pins under the bpffs directory is in abi/pins.ts.
 // The sk_msg program is attached to the pinned sockhash itself and lives as long as that map.
 // Pins are what keep the datapath working while no agent runs; a new agent adopts them.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as bpf from '../../native';
-import { SockmeshError } from '../errors';
-import { config as configCodec, COUNTER_NAMES, CounterName, DatapathConfig } from './codecs';
+import { SockmeshError } from '../../core/errors';
+import { config as configCodec, COUNTER_NAMES, CounterName, DatapathConfig } from '../../abi/codecs';
 import { RawMap } from './maps';
+import * as pins from '../../abi/pins';
+import { DEFAULT_BPFFS_DIR, findCgroup2Mount, MAP_NAMES, type MapName, OBJECTS } from '../../abi/pins';
 
-export const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/sockmesh';
-
-export const OBJECTS = ['sock_lb.bpf.o', 'sock_redir.bpf.o', 'skb_policy.bpf.o'] as const;
-
-export type MapName =
-  | 'sm_services'
-  | 'sm_backends'
-  | 'sm_revnat'
-  | 'sm_local_eps'
-  | 'sm_sockhash'
-  | 'sm_sock_state'
-  | 'sm_counters'
-  | 'sm_config'
-  | 'sm_steer'
-  | 'sm_ip_identity'
-  | 'sm_cgroup_identity'
-  | 'sm_policy_dst'
-  | 'sm_policy'
-  | 'sm_rcu_sync';
-
-export const MAP_NAMES: readonly MapName[] = [
-  'sm_services',
-  'sm_backends',
-  'sm_revnat',
-  'sm_local_eps',
-  'sm_sockhash',
-  'sm_sock_state',
-  'sm_counters',
-  'sm_config',
-  'sm_steer',
-  'sm_ip_identity',
-  'sm_cgroup_identity',
-  'sm_policy_dst',
-  'sm_policy',
-  'sm_rcu_sync',
-];
-
-/** Maps whose capacity an operator may set (settings `mapSizes`). */
-export const SIZABLE_MAPS: readonly MapName[] = [
-  'sm_services',
-  'sm_backends',
-  'sm_revnat',
-  'sm_local_eps',
-  'sm_sockhash',
-  'sm_steer',
-  'sm_ip_identity',
-  'sm_cgroup_identity',
-  'sm_policy_dst',
-  'sm_policy',
-];
 
 export interface DatapathSettings {
   /** cgroup v2 directory whose sockets are meshed (in Kubernetes: the pods' parent cgroup). */
@@ -85,15 +35,6 @@ export interface ProgramStatus {
 
 export function defaultObjDir(): string {
   return process.env.SOCKMESH_BPF_DIR ?? path.resolve(__dirname, '../../../build/bpf');
-}
-
-/** The cgroup2 mount point, from /proc/mounts (it is not always /sys/fs/cgroup). */
-export function findCgroup2Mount(): string {
-  for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
-    const f = line.split(' ');
-    if (f[2] === 'cgroup2') return f[1].replace(/\\040/g, ' ');
-  }
-  throw new SockmeshError('SM_NOT_CGROUP2', 'no cgroup2 filesystem is mounted (see /proc/mounts)');
 }
 
 /** Mount bpffs at /sys/fs/bpf when nothing is mounted there (as systemd normally does). */
@@ -158,7 +99,7 @@ function sameProgram(progId: number, fresh: bpf.ProgInfo): boolean {
 
 /** Calls `fn` for each program attached to the pinned sockhash (fds valid during the call). */
 function forEachSkMsgProgram(bpffsDir: string, fn: (id: number, progFd: number, mapFd: number) => void): void {
-  const sockhash = path.join(Datapath.mapsDir(bpffsDir), 'sm_sockhash');
+  const sockhash = path.join(pins.mapsDir(bpffsDir), 'sm_sockhash');
   if (!fs.existsSync(sockhash)) return;
   const mfd = bpf.objGet(sockhash);
   try {
@@ -192,14 +133,6 @@ export class Datapath {
     this.programs = programs;
   }
 
-  static mapsDir(bpffsDir: string): string {
-    return path.join(bpffsDir, 'maps');
-  }
-
-  static linksDir(bpffsDir: string): string {
-    return path.join(bpffsDir, 'links');
-  }
-
   /**
    * Load the objects (reusing pinned maps), then for each cgroup program: adopt the pinned link if
    * it already runs the same program, switch it atomically (bpf_link_update) if the program
@@ -210,8 +143,8 @@ export class Datapath {
     const objDir = settings.objDir ?? defaultObjDir();
     const cg = checkAttachCgroup(settings.cgroupPath);
     if (bpffsDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
-    const mapsDir = Datapath.mapsDir(bpffsDir);
-    const linksDir = Datapath.linksDir(bpffsDir);
+    const mapsDir = pins.mapsDir(bpffsDir);
+    const linksDir = pins.linksDir(bpffsDir);
     fs.mkdirSync(mapsDir, { recursive: true });
     fs.mkdirSync(linksDir, { recursive: true });
     if (!bpf.isBpffs(bpffsDir)) {
@@ -342,7 +275,7 @@ export class Datapath {
 
   /** Open the pinned maps of an installed datapath, without loading or attaching anything. */
   static openPinned(bpffsDir = DEFAULT_BPFFS_DIR): Datapath {
-    if (!fs.existsSync(Datapath.mapsDir(bpffsDir))) {
+    if (!fs.existsSync(pins.mapsDir(bpffsDir))) {
       throw new SockmeshError('SM_NOT_INSTALLED', `no sockmesh datapath pinned under ${bpffsDir}`);
     }
     return new Datapath(bpffsDir, Datapath.openMaps(bpffsDir), Datapath.readPrograms(bpffsDir));
@@ -351,7 +284,7 @@ export class Datapath {
   private static openMaps(bpffsDir: string): Record<MapName, RawMap> {
     const out = {} as Record<MapName, RawMap>;
     try {
-      for (const name of MAP_NAMES) out[name] = RawMap.open(path.join(Datapath.mapsDir(bpffsDir), name), name);
+      for (const name of MAP_NAMES) out[name] = RawMap.open(pins.mapPin(bpffsDir, name), name);
     } catch (e) {
       for (const m of Object.values(out)) m.close();
       throw e;
@@ -362,7 +295,7 @@ export class Datapath {
   /** What the pinned links and the sockhash run now. */
   static readPrograms(bpffsDir: string): ProgramStatus[] {
     const out: ProgramStatus[] = [];
-    const linksDir = Datapath.linksDir(bpffsDir);
+    const linksDir = pins.linksDir(bpffsDir);
     for (const name of fs.existsSync(linksDir) ? fs.readdirSync(linksDir).sort() : []) {
       const fd = bpf.objGet(path.join(linksDir, name));
       try {
@@ -441,7 +374,7 @@ export class Datapath {
    */
   static remove(bpffsDir = DEFAULT_BPFFS_DIR): { detached: string[] } {
     const detached: string[] = [];
-    const linksDir = Datapath.linksDir(bpffsDir);
+    const linksDir = pins.linksDir(bpffsDir);
     if (!fs.existsSync(bpffsDir)) throw new SockmeshError('SM_NOT_INSTALLED', `no sockmesh datapath pinned under ${bpffsDir}`);
     for (const name of fs.existsSync(linksDir) ? fs.readdirSync(linksDir) : []) {
       const p = path.join(linksDir, name);

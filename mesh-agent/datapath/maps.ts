@@ -1,8 +1,8 @@
 // Typed access to the pinned maps. RawMap owns one fd; TypedMap adds the codecs of
-// mesh-agent/datapath/codecs.ts so callers deal in objects, never in byte offsets.
+// abi/codecs.ts so callers deal in objects, never in byte offsets.
 import * as bpf from '../../native';
-import { SockmeshError } from '../errors';
-import { StructCodec } from './codecs';
+import { SockmeshError } from '../../core/errors';
+import { StructCodec } from '../../abi/codecs';
 
 export class RawMap {
   readonly name: string;

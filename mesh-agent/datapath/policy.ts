@@ -8,10 +8,10 @@
 // cannot be decided for a whole class (a source-IP range that covers some of an identity's
 // addresses but not all, a large port range), the table fails closed: such a DENY counts as
 // matching, such an ALLOW as not matching.
-import { canonicalIp, familyOf, ipToBytes } from '../model/ip';
-import { identityTable, spiffeId } from '../model/identity';
-import type { Cidr, L4Expr, L4Policy, Model, StringMatch, Workload } from '../model/types';
-import { PolicyKey, PolicyValue, VERDICT_ALLOW, VERDICT_DENY } from './codecs';
+import { canonicalIp, familyOf, ipToBytes } from '../../core/ip';
+import { identityTable, spiffeId } from '../../core/identity';
+import type { Cidr, L4Expr, L4Policy, Model, StringMatch, Workload } from '../../core/model';
+import { PolicyKey, PolicyValue, VERDICT_ALLOW, VERDICT_DENY } from '../../abi/codecs';
 
 type Tri = boolean | undefined; // undefined: cannot be decided for this class
 

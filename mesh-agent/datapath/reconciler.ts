@@ -11,8 +11,8 @@
 // The reconciler keeps a mirror of what it wrote. adopt() rebuilds that mirror from the kernel, so
 // an agent restarted over a running datapath writes nothing when nothing changed.
 import * as bpf from '../../native';
-import { SockmeshError } from '../errors';
-import { Model, serviceRef, Service, ServicePort } from '../model/types';
+import { SockmeshError } from '../../core/errors';
+import { Model, serviceRef, Service, ServicePort } from '../../core/model';
 import {
   Backend,
   backend as backendCodec,
@@ -35,13 +35,13 @@ import {
   svcKey,
   SvcValue,
   svcValue,
-} from './codecs';
+} from '../../abi/codecs';
 import type { Datapath } from './datapath';
-import { familyOf, mustCanonicalIp as canonicalIp } from '../model/ip';
+import { familyOf, mustCanonicalIp as canonicalIp } from '../../core/ip';
 import { mapFullError, TypedMap } from './maps';
 import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
 import * as fs from 'node:fs';
-import { identityTable, spiffeId } from '../model/identity';
+import { identityTable, spiffeId } from '../../core/identity';
 import { CompiledPolicy, compilePolicies, policyEntryKey } from './policy';
 
 /** SM_SVC_F_L7 in bpf/include/sockmesh_types.h */

@@ -6,7 +6,7 @@
 // so identities of remote sources are known too. A pod Kubernetes does not enrol stays out, even if
 // the control plane lists it as local, so that a cluster can migrate namespace by namespace.
 import { EventEmitter } from 'node:events';
-import type { Model, Workload } from '../model/types';
+import type { Model, Workload } from '../../core/model';
 import type { ModelSource, ModelSourceEvents, SourceSnapshot } from './source';
 
 const key = (w: Workload) => `${w.namespace}/${w.name}`;

@@ -1,8 +1,8 @@
 // A source of the desired model: the local file today, xDS next, the Kubernetes API later. The
 // agent takes one source; whatever it emits is reconciled into the kernel.
 import { EventEmitter } from 'node:events';
-import { ConfigFileSource } from '../config';
-import type { Model } from '../model/types';
+import { ConfigFileSource } from '../../config';
+import type { Model } from '../../core/model';
 
 export interface SourceSnapshot {
   model: Model;
@@ -25,7 +25,7 @@ export interface ModelSource extends EventEmitter<ModelSourceEvents> {
   stop(): void;
 }
 
-/** The local YAML file (mesh-agent/config), reloaded on change. */
+/** The local YAML file (config/), reloaded on change. */
 export class FileSource extends EventEmitter<ModelSourceEvents> implements ModelSource {
   readonly description: string;
   private readonly file: ConfigFileSource;

@@ -13,8 +13,8 @@ import * as os from 'node:os';
 import { XdsClient, XdsSnapshot, istioNode, type NodeIdentity } from '../../xds/client';
 import { translateAmbient, translateEnvoy, validateResource } from '../../xds/translate';
 import { TYPE, type TypeUrl } from '../../xds/types';
-import type { Logger } from '../log';
-import type { Model } from '../model/types';
+import type { Logger } from '../../core/log';
+import type { Model } from '../../core/model';
 import type { ModelSource, ModelSourceEvents, SourceSnapshot } from './source';
 
 export interface XdsSourceOptions {

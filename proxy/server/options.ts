@@ -2,7 +2,7 @@
 import type * as net from 'node:net';
 import type { ConnectionOrigin, Evaluator } from '../types';
 
-/** Same shape as mesh-agent/log.ts `Logger`, so `createLogger({ component: 'proxy' })` can be passed as is
+/** Same shape as core/log.ts `Logger`, so `createLogger({ component: 'proxy' })` can be passed as is
  *  (declared here so that proxy/ does not depend on the agent). */
 export interface ProxyLogger {
   debug(msg: string, fields?: Record<string, unknown>): void;

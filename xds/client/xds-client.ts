@@ -27,7 +27,7 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { createLogger, type Logger } from '../../mesh-agent/log';
+import { createLogger, type Logger } from '../../core/log';
 import { ALL_TYPES, TYPE, type Json, type TypeUrl, type XdsResource } from '../types';
 import {
   adsServiceDefinition,

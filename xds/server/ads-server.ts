@@ -7,7 +7,7 @@
 
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { createLogger, type Logger } from '../../mesh-agent/log';
+import { createLogger, type Logger } from '../../core/log';
 import type { TypeUrl } from '../types';
 import { adsServiceDefinition, type DeltaDiscoveryRequestMsg, type DeltaDiscoveryResponseMsg, type DiscoveryRequestMsg, type DiscoveryResponseMsg } from '../proto/ads';
 import { XdsError } from '../proto/errors';

@@ -1,4 +1,4 @@
-// The control plane's config file: the agent's local-file format (mesh-agent/config/README.md)
+// The control plane's config file: the agent's local-file format (config/README.md)
 // plus an optional top-level `xds:` list of raw resources in proto3 JSON, each with its `@type`
 // (one of the six type URLs of xds/types.ts), served as they are beside the generated ones (a
 // raw resource replaces a generated one of the same type and name):
@@ -15,8 +15,8 @@
 
 import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode, type Pair } from 'yaml';
-import { ConfigError, isConfigError, type ConfigIssue } from '../../mesh-agent/config/errors';
-import { parseConfigText, type LoadedConfig } from '../../mesh-agent/config/local-file';
+import { ConfigError, isConfigError, type ConfigIssue } from '../../config/errors';
+import { parseConfigText, type LoadedConfig } from '../../config/local-file';
 import type { Json, TypeUrl } from '../types';
 import { encodeJson } from '../proto/json';
 import { isTypeUrl, resourceName, SHORT_NAME } from '../proto/resource-types';

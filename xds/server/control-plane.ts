@@ -4,12 +4,12 @@
 // only if some resource changed), an invalid one is logged and the last good snapshot stays.
 
 import { parseArgs } from 'node:util';
-import { createLogger, type Logger } from '../../mesh-agent/log';
-import { isConfigError } from '../../mesh-agent/config/errors';
+import { createLogger, type Logger } from '../../core/log';
+import { isConfigError } from '../../config/errors';
 import { XdsError } from '../proto/errors';
 import { AdsServer } from './ads-server';
 import { loadControlPlaneFile, type ControlPlaneConfig } from './config-file';
-import { FileWatch } from '../../mesh-agent/config/file-watch';
+import { FileWatch } from '../../config/file-watch';
 import { modelToXds, type ModelToXdsOptions } from './model-to-xds';
 import { Snapshot, type SnapshotEntry } from './snapshot';
 

@@ -14,5 +14,5 @@ export {
   type ModelToXdsOptions,
 } from './model-to-xds';
 export { parseControlPlaneText, loadControlPlaneFile, type ControlPlaneConfig, type ExtraResource } from './config-file';
-export { FileWatch, type FileWatchOptions } from '../../mesh-agent/config/file-watch';
+export { FileWatch, type FileWatchOptions } from '../../config/file-watch';
 export { startControlPlane, runControlPlaneCli, controlPlaneEntries, DEFAULT_LISTEN, type ControlPlane, type ControlPlaneOptions } from './control-plane';

@@ -1,4 +1,4 @@
-// The sockmesh model (mesh-agent/model/types.ts) as xDS resources, in proto3 JSON, named and shaped
+// The sockmesh model (core/model.ts) as xDS resources, in proto3 JSON, named and shaped
 // the way istiod names and shapes them, so one translator reads our control plane and a real
 // istiod alike. For each service port:
 //
@@ -29,8 +29,8 @@
 // Workload.capacity only when all of a workload's endpoints share one weight other than 1.
 
 import { isIP } from 'node:net';
-import type { Endpoint, Model, Service, ServicePort, Workload } from '../../mesh-agent/model/types';
-import { ipToBytes } from '../../mesh-agent/model/ip';
+import type { Endpoint, Model, Service, ServicePort, Workload } from '../../core/model';
+import { ipToBytes } from '../../core/ip';
 import { TYPE, type Json, type TypeUrl } from '../types';
 
 export interface ModelToXdsOptions {

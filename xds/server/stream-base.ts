@@ -2,7 +2,7 @@
 // ACK/NACK bookkeeping, responses sent) that the server exposes for logs and tests.
 
 import type * as grpc from '@grpc/grpc-js';
-import type { Logger } from '../../mesh-agent/log';
+import type { Logger } from '../../core/log';
 import type { Json, TypeUrl } from '../types';
 import { toProto3Json } from '../proto/json';
 import type { StatusMsg } from '../proto/ads';

@@ -23,9 +23,9 @@
 //   bare IP), so 0 only comes from an explicit /0; we follow ztunnel and warn when the address has
 //   host bits set (which suggests a forgotten length).
 
-import { parseIp } from '../../mesh-agent/model/ip';
-import type { Cidr, Endpoint, L4Expr, L4Policy, Model, PolicyScope, Service, StringMatch, Workload } from '../../mesh-agent/model/types';
-import { serviceRef } from '../../mesh-agent/model/types';
+import { parseIp } from '../../core/ip';
+import type { Cidr, Endpoint, L4Expr, L4Policy, Model, PolicyScope, Service, StringMatch, Workload } from '../../core/model';
+import { serviceRef } from '../../core/model';
 import { TYPE } from '../types';
 import { MAX_WEIGHT } from './envoy-clusters';
 import { ANY, NEVER, simplify } from './expr';

@@ -4,8 +4,8 @@
 
 import * as fs from 'node:fs';
 import { parseAllDocuments } from 'yaml';
-import type { Endpoint, L4Policy, Model, PolicyScope } from '../../mesh-agent/model/types';
-import { serviceRef } from '../../mesh-agent/model/types';
+import type { Endpoint, L4Policy, Model, PolicyScope } from '../../core/model';
+import { serviceRef } from '../../core/model';
 import { translateAmbient } from './ambient';
 import { EnvoyResources, translateConfigDump, translateEnvoy } from './envoy';
 import { renderExpr } from './expr';

@@ -8,13 +8,13 @@
 // honours them with locality_weighted_lb_config (a warning says so when that is set); endpoint
 // weights, priorities and health are what the kernel uses.
 
-import { parseIp } from '../../mesh-agent/model/ip';
-import type { Endpoint } from '../../mesh-agent/model/types';
+import { parseIp } from '../../core/ip';
+import type { Endpoint } from '../../core/model';
 import { arr, enumName, field, has, int, intField, isHostname, isObj, Json, obj, str } from './json';
 import { Warnings } from './result';
 import { CLUSTER_TYPES, HEALTH_STATUSES } from './validate';
 
-/** The model's weight limit (mesh-agent/config: 1..1000000). */
+/** The model's weight limit (config/: 1..1000000). */
 export const MAX_WEIGHT = 1_000_000;
 
 export interface Backend {

@@ -20,8 +20,8 @@
 // (`outbound|PORT||HOST`), with a warning naming what per-request routing is lost.
 
 import { isIP } from 'node:net';
-import { parseIp } from '../../mesh-agent/model/ip';
-import type { Protocol } from '../../mesh-agent/model/types';
+import { parseIp } from '../../core/ip';
+import type { Protocol } from '../../core/model';
 import { serviceOfCluster } from './envoy-clusters';
 import { arr, bool, field, has, hostBits, int, intField, isObj, Json, makeCidr, obj, str, typedConfig } from './json';
 import { HTTP_RBAC, HTTP_RBAC_TYPE, NETWORK_RBAC, NETWORK_RBAC_TYPE, RbacFilterInput, SplitOptions } from './rbac';

@@ -13,8 +13,8 @@
 //   destinations.
 // Every resource is validated first (validate.ts); an invalid one contributes nothing.
 
-import type { Endpoint, L4Policy, L7Policy, Model, Service, ServicePort } from '../../mesh-agent/model/types';
-import { serviceRef } from '../../mesh-agent/model/types';
+import type { Endpoint, L4Policy, L7Policy, Model, Service, ServicePort } from '../../core/model';
+import { serviceRef } from '../../core/model';
 import { TYPE } from '../types';
 import { Backend, buildClusters, ClusterInfo, MAX_WEIGHT, serviceOfCluster } from './envoy-clusters';
 import { Candidate, PolicyInput, translateListener, WeightedCluster } from './envoy-listeners';

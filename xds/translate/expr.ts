@@ -5,7 +5,7 @@
 // simplified tree matches exactly the connections the original matched. It never reasons about
 // what one leaf implies about another.
 
-import type { L4Expr, StringMatch } from '../../mesh-agent/model/types';
+import type { L4Expr, StringMatch } from '../../core/model';
 import { stableJson } from './json';
 
 export const ANY: L4Expr = { any: true };

@@ -8,8 +8,8 @@
 // (filter metadata, `services` maps) are user data and are never re-spelled.
 
 import { isIP } from 'node:net';
-import { AF_INET, AF_INET6, bytesToIp, ipToBytes } from '../../mesh-agent/model/ip';
-import type { Cidr } from '../../mesh-agent/model/types';
+import { AF_INET, AF_INET6, bytesToIp, ipToBytes } from '../../core/ip';
+import type { Cidr } from '../../core/model';
 
 export type Json = Record<string, unknown>;
 

@@ -26,7 +26,7 @@
 //   the model's ALLOW policies of one scope pass when any matches; they are therefore combined into
 //   one ALLOW policy whose `when` is the AND of the filters' ORs.
 
-import type { L4Expr, L4Policy, L7Policy, PolicyAction, ServiceRef } from '../../mesh-agent/model/types';
+import type { L4Expr, L4Policy, L7Policy, PolicyAction, ServiceRef } from '../../core/model';
 import { ANY, NEVER, simplify } from './expr';
 import { arr, field, has, int, isObj, Json, makeCidr, obj, str, typedConfig } from './json';
 import { TranslateWarning } from './result';

@@ -3,7 +3,7 @@
 // (possibly without some parts that the kernel cannot represent, each of which is named here) or
 // left out whole.
 
-import type { Model, Protocol, ServiceRef } from '../../mesh-agent/model/types';
+import type { Model, Protocol, ServiceRef } from '../../core/model';
 
 export interface TranslateWarning {
   /** What the warning is about, e.g. `cluster outbound|53||kube-dns.kube-system.svc.cluster.local`. */

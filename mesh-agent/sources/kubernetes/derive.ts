@@ -4,8 +4,8 @@
 //  - EndpointSlices (discovery.k8s.io/v1) → endpoints, one per (address, slice port), weight 1.
 // Everything left out that an operator might expect in the datapath comes back as a warning with
 // the reason, in the shape `sockmesh xds translate` uses.
-import { parseIp } from '../../model/ip';
-import { serviceRef, type Endpoint, type Model, type Protocol, type Service as ModelService, type ServicePort, type Workload } from '../../model/types';
+import { parseIp } from '../../../core/ip';
+import { serviceRef, type Endpoint, type Model, type Protocol, type Service as ModelService, type ServicePort, type Workload } from '../../../core/model';
 import { podCgroupPath, podQosClass, kubeletPodUid, type CgroupOptions, type QosClass } from './cgroup';
 import { decideEnrollment, type Enrollment } from './enrollment';
 import type { EndpointSlice, Namespace, Pod, Service } from './objects';

@@ -5,7 +5,7 @@
 // (debounced), and an 'update' is emitted only when the model's canonical JSON changed.
 import { EventEmitter } from 'node:events';
 import { KubeConfig, type KubeConfigLike } from './client-node';
-import type { Logger } from '../../log';
+import type { Logger } from '../../../core/log';
 import type { ModelSource, ModelSourceEvents, SourceSnapshot } from '../source';
 import type { CgroupDriver } from './cgroup';
 import { canonicalJson, deriveModel, type Derived, type LocalPod, type Warning } from './derive';

@@ -20,7 +20,7 @@
 // thereby also drops objects deleted while we were not watching; any other failure is retried
 // with jittered exponential backoff. Each watch is a "generation": callbacks of a watch we have
 // already given up on are ignored.
-import type { Logger } from '../../log';
+import type { Logger } from '../../../core/log';
 import { statusCodeOf, type KubeApi, type WatchEventType, type WatchHandle } from './kube-api';
 import { objectKey, type KubeObject, type Status } from './objects';
 

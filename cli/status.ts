@@ -1,6 +1,7 @@
 // `sockmesh status`: what is attached, how full each map is, and the datapath counters, read
 // straight from the pinned kernel objects (no agent needs to be running).
-import { Datapath, DEFAULT_BPFFS_DIR, MAP_NAMES } from '../datapath/datapath';
+import { Datapath } from '../mesh-agent/datapath/datapath';
+import { DEFAULT_BPFFS_DIR, MAP_NAMES } from '../abi/pins';
 
 export interface StatusReport {
   bpffsDir: string;

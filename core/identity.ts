@@ -2,7 +2,7 @@
 // for it (sm_local_ep.identity, sm_steer_value.identity). Numbers are derived from the SPIFFE id
 // (FNV-1a, 31 bits), so they are the same on every node and across restarts; a collision within
 // one model is resolved by probing, in sorted order of the ids, so it is still deterministic.
-import type { Workload } from './types';
+import type { Workload } from './model';
 
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 

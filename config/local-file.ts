@@ -6,9 +6,9 @@
 
 import { readFileSync } from 'node:fs';
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
-import type { Endpoint, Model, Protocol, Service, ServicePort, Workload } from '../model/types';
+import type { Endpoint, Model, Protocol, Service, ServicePort, Workload } from '../core/model';
 import { ConfigError, type ConfigIssue } from './errors';
-import { parseIp, type IpFamily } from '../model/ip';
+import { parseIp, type IpFamily } from '../core/ip';
 
 /** What a config file yields: the desired-state model and, optionally, the node it describes. */
 export interface LoadedConfig {

@@ -1,7 +1,7 @@
 // `sockmesh config-dump [--admin ADDR]`: the config the running agent received from its source
 // (model, source description and versions, last apply), from its admin endpoint's /config-dump.
 import { parseArgs } from 'node:util';
-import { adminGet, DEFAULT_ADMIN_LISTEN } from '../admin';
+import { adminGet, DEFAULT_ADMIN_LISTEN } from '../mesh-agent/admin';
 
 export const CONFIG_DUMP_USAGE = `usage: sockmesh config-dump [--admin ADDR]     ADDR: 127.0.0.1:15021 (default) | unix:/PATH\n`;
 

@@ -5,11 +5,12 @@
 // runs: `sockmesh proxy` must not pay for the agent's sources (@kubernetes/client-node, grpc-js),
 // about a second of CPU at every start.
 import { parseArgs } from 'node:util';
-import { Datapath, DEFAULT_BPFFS_DIR, findCgroup2Mount, type MapName, SIZABLE_MAPS } from '../datapath/datapath';
-import type { SockmeshError } from '../errors';
-import type { ModelSource } from '../sources/source';
-import { DEFAULT_PROXY_CONTROL } from '../../proxy/control';
-import { DEFAULT_ADMIN_LISTEN } from '../admin';
+import { Datapath } from '../mesh-agent/datapath/datapath';
+import { DEFAULT_BPFFS_DIR, findCgroup2Mount, type MapName, SIZABLE_MAPS } from '../abi/pins';
+import type { SockmeshError } from '../core/errors';
+import type { ModelSource } from '../mesh-agent/sources/source';
+import { DEFAULT_PROXY_CONTROL } from '../abi/proxy-control';
+import { DEFAULT_ADMIN_LISTEN } from '../mesh-agent/admin';
 
 const USAGE = `usage: sockmesh <command> [options]
 
@@ -69,14 +70,14 @@ function parseMapSizes(values: string[] | undefined): Partial<Record<MapName, nu
 }
 
 async function runAgent(args: string[]): Promise<void> {
-  const { Agent } = await import('../agent');
+  const { Agent } = await import('../mesh-agent/agent');
   const { isConfigError } = await import('../config');
-  const { createLogger } = await import('../log');
-  const { FileSource } = await import('../sources/source');
-  const { XdsSource } = await import('../sources/xds');
-  const { KubernetesSource } = await import('../sources/kubernetes');
-  const { MergedSource } = await import('../sources/merge');
-  const { parseAdminAddress } = await import('../admin');
+  const { createLogger } = await import('../core/log');
+  const { FileSource } = await import('../mesh-agent/sources/source');
+  const { XdsSource } = await import('../mesh-agent/sources/xds');
+  const { KubernetesSource } = await import('../mesh-agent/sources/kubernetes');
+  const { MergedSource } = await import('../mesh-agent/sources/merge');
+  const { parseAdminAddress } = await import('../mesh-agent/admin');
   const { values } = parseArgs({
     args,
     options: {
@@ -221,19 +222,19 @@ export async function main(argv: string[]): Promise<void> {
         return;
       }
       case 'proxy':
-        await (await import('../../proxy/main')).runProxyCli(rest);
+        await (await import('../proxy/main')).runProxyCli(rest);
         return;
       case 'authz': {
         if (rest[0] !== 'check') fail(USAGE);
-        process.exitCode = (await import('../../proxy/rbac')).runAuthzCheckCli(rest.slice(1));
+        process.exitCode = (await import('../proxy/rbac')).runAuthzCheckCli(rest.slice(1));
         return;
       }
       case 'control-plane':
-        await (await import('../../xds/server/control-plane')).runControlPlaneCli(rest);
+        await (await import('../xds/server/control-plane')).runControlPlaneCli(rest);
         return;
       case 'xds': {
         if (rest[0] !== 'translate') fail(USAGE);
-        process.exitCode = (await import('../../xds/translate')).runTranslateCli(rest.slice(1));
+        process.exitCode = (await import('../xds/translate')).runTranslateCli(rest.slice(1));
         return;
       }
       case undefined:

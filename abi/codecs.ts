@@ -1,7 +1,7 @@
 // TypeScript mirrors of the structs in bpf/include/sockmesh_types.h. test/btf-layout.test.ts
 // checks every layout below against the BTF of the compiled objects (size, member offsets and
 // sizes), so a change on either side that is not made on both fails CI.
-import { bytesToIp, familyOf, ipToBytes } from '../model/ip';
+import { bytesToIp, familyOf, ipToBytes } from '../core/ip';
 
 export type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32' | 'be32x4' | 'pad';
 

@@ -2,8 +2,8 @@
 // straight from the pins (no agent needs to run), as tables or --json. Nothing here writes.
 import { parseArgs } from 'node:util';
 import * as path from 'node:path';
-import * as bpf from '../../native';
-import { adminGet, DEFAULT_ADMIN_LISTEN } from '../admin';
+import * as bpf from '../native';
+import { adminGet, DEFAULT_ADMIN_LISTEN } from '../mesh-agent/admin';
 import {
   backend as backendCodec,
   Backend,
@@ -20,14 +20,15 @@ import {
   svcValue,
   VERDICT_ALLOW,
   VERDICT_DENY,
-} from '../datapath/codecs';
-import { Datapath, DEFAULT_BPFFS_DIR } from '../datapath/datapath';
-import { RawMap, TypedMap } from '../datapath/maps';
-import { compilePolicies } from '../datapath/policy';
-import { SVC_F_L7 } from '../datapath/reconciler';
-import { identityTable } from '../model/identity';
-import { familyOf } from '../model/ip';
-import type { Model } from '../model/types';
+} from '../abi/codecs';
+import { Datapath } from '../mesh-agent/datapath/datapath';
+import { DEFAULT_BPFFS_DIR } from '../abi/pins';
+import { RawMap, TypedMap } from '../mesh-agent/datapath/maps';
+import { compilePolicies } from '../mesh-agent/datapath/policy';
+import { SVC_F_L7 } from '../mesh-agent/datapath/reconciler';
+import { identityTable } from '../core/identity';
+import { familyOf } from '../core/ip';
+import type { Model } from '../core/model';
 
 // ---- shared helpers (trace.ts uses them too) ----------------------------------------------
 

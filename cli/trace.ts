@@ -27,11 +27,12 @@ import {
   svcValue,
   VERDICT_ALLOW,
   VERDICT_DENY,
-} from '../datapath/codecs';
-import { Datapath, DEFAULT_BPFFS_DIR } from '../datapath/datapath';
-import { TypedMap } from '../datapath/maps';
-import { SVC_F_L7 } from '../datapath/reconciler';
-import { bytesToIp, familyOf, ipToBytes } from '../model/ip';
+} from '../abi/codecs';
+import { Datapath } from '../mesh-agent/datapath/datapath';
+import { DEFAULT_BPFFS_DIR } from '../abi/pins';
+import { TypedMap } from '../mesh-agent/datapath/maps';
+import { SVC_F_L7 } from '../mesh-agent/datapath/reconciler';
+import { bytesToIp, familyOf, ipToBytes } from '../core/ip';
 import { aggregateSlots, hostPort, policyMaps, protoName, readLocalEps, svcFlagNames } from './dump';
 
 export interface TraceQuery {

@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import type { L7Policy } from '../mesh-agent/model/types';
+import type { L7Policy } from '../core/model';
 
 export const DEFAULT_PROXY_CONTROL = '/run/sockmesh/proxy.sock';
 
