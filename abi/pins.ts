@@ -7,7 +7,7 @@
 //   links/<prog name>  one pinned bpf_link per cgroup program
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { SockmeshError } from '../core/errors';
+import { DatapathError } from '../core/errors';
 
 export const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/sockmesh';
 
@@ -81,5 +81,5 @@ export function findCgroup2Mount(): string {
     const f = line.split(' ');
     if (f[2] === 'cgroup2') return f[1].replace(/\\040/g, ' ');
   }
-  throw new SockmeshError('SM_NOT_CGROUP2', 'no cgroup2 filesystem is mounted (see /proc/mounts)');
+  throw new DatapathError('SM_NOT_CGROUP2', 'no cgroup2 filesystem is mounted (see /proc/mounts)');
 }

@@ -1,4 +1,5 @@
 // ConfigError: every problem found in a config file, collected and thrown at once.
+import { SockmeshError } from '../core/errors';
 
 export interface ConfigIssue {
   /** The file the problem is in (as given to the loader). */
@@ -13,7 +14,7 @@ export interface ConfigIssue {
   reason: string;
 }
 
-export const CONFIG_INVALID = 'SM_CONFIG_INVALID';
+export const CONFIG_INVALID = 'SM_CONFIG_INVALID' as const;
 
 /** Formats one issue as `FILE:LINE:COL: PATH: REASON` (or `FILE: PATH: REASON` without a position). */
 export function formatIssue(i: ConfigIssue): string {
@@ -21,13 +22,11 @@ export function formatIssue(i: ConfigIssue): string {
   return `${where}: ${i.path}: ${i.reason}`;
 }
 
-export class ConfigError extends Error {
-  readonly code = CONFIG_INVALID;
+export class ConfigError extends SockmeshError<typeof CONFIG_INVALID> {
   readonly errors: ConfigIssue[];
 
   constructor(errors: ConfigIssue[]) {
-    super(errors.map(formatIssue).join('\n'));
-    this.name = 'ConfigError';
+    super(CONFIG_INVALID, errors.map(formatIssue).join('\n'));
     this.errors = errors;
   }
 }

@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Registry } from 'prom-client';
-import { SockmeshError } from '../core/errors';
+import { UsageError } from '../core/errors';
 import { SHORT_NAME } from '../xds/proto/resource-types';
 import type { TypeUrl } from '../xds/types';
 import type { Logger } from '../core/log';
@@ -34,7 +34,7 @@ function isLoopbackIp(host: string): boolean {
  */
 export function parseAdminAddress(s: string, verb: 'listen on' | 'connect to' = 'listen on'): AdminAddress {
   const bad = (why: string): never => {
-    throw new SockmeshError('SM_USAGE', `admin address ${JSON.stringify(s)}: ${why}`);
+    throw new UsageError(`admin address ${JSON.stringify(s)}: ${why}`);
   };
   if (s.startsWith('unix:')) {
     const p = s.slice('unix:'.length);
@@ -92,7 +92,7 @@ function removeStaleSocket(p: string): Promise<void> {
     return Promise.resolve();
   }
   if (!st.isSocket()) {
-    return Promise.reject(new SockmeshError('SM_USAGE', `admin socket path ${p} exists and is not a socket; refusing to replace it`));
+    return Promise.reject(new UsageError(`admin socket path ${p} exists and is not a socket; refusing to replace it`));
   }
   return new Promise((resolve, reject) => {
     const c = net.connect(p);

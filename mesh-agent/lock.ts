@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { SockmeshError } from '../core/errors';
+import { DatapathError } from '../core/errors';
 
 export function lockName(bpffsDir: string): string {
   const h = createHash('sha256').update(path.resolve(bpffsDir)).digest('hex').slice(0, 16);
@@ -20,7 +20,7 @@ export function acquireAgentLock(bpffsDir: string): Promise<() => void> {
     const server = net.createServer((c) => c.destroy());
     server.once('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'EADDRINUSE') {
-        reject(new SockmeshError('SM_AGENT_RUNNING', `another sockmesh agent manages ${bpffsDir}; stop it first`));
+        reject(new DatapathError('SM_AGENT_RUNNING', `another sockmesh agent manages ${bpffsDir}; stop it first`));
       } else {
         reject(e);
       }

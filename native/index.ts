@@ -14,14 +14,17 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { SockmeshError } from '../core/errors';
 import { CONST_NAMES, ConstName } from './const-names';
 
 export { CONST_NAMES, ConstName };
 
-/** Every failure of this module is a BpfError. */
-export class BpfError extends Error {
-  /** errno name ('ENOENT', 'E2BIG', ...) or 'SM_VERIFIER' for verifier rejections. */
-  readonly code: string;
+/**
+ * Every failure of this module is a BpfError: the kernel's family of the one error hierarchy
+ * (core/errors.ts). Its code is the errno name ('ENOENT', 'E2BIG', ...) or 'SM_VERIFIER' for a
+ * verifier rejection.
+ */
+export class BpfError extends SockmeshError<string> {
   /** Positive errno (libbpf-specific codes are >= 4000). */
   readonly errno: number;
   /** Operation that failed: 'map_update', 'object_load', 'link_create', ... */
@@ -30,9 +33,7 @@ export class BpfError extends Error {
   readonly verifierLog?: string;
 
   constructor(message: string, code: string, errno: number, op: string, verifierLog?: string) {
-    super(message);
-    this.name = 'BpfError';
-    this.code = code;
+    super(code, message);
     this.errno = errno;
     this.op = op;
     if (verifierLog !== undefined) this.verifierLog = verifierLog;

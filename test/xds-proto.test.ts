@@ -13,7 +13,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { decodeMessage, encodeJson, fromProto3Json, lowerCamel, toProto3Json } from '../xds/proto/json';
 import { findMessageType, messageType, protoRoot } from '../xds/proto/load';
 import { resourceName } from '../xds/proto/resource-types';
-import { isXdsError } from '../xds/proto/errors';
+import { isXdsError } from '../core/errors';
 import { TYPE, type Json } from '../xds/types';
 import { fixtureDir } from './fixture-dir';
 

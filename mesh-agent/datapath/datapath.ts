@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as bpf from '../../native';
-import { SockmeshError } from '../../core/errors';
+import { DatapathError } from '../../core/errors';
 import { config as configCodec, COUNTER_NAMES, CounterName, DatapathConfig } from '../../abi/codecs';
 import { RawMap } from './maps';
 import * as pins from '../../abi/pins';
@@ -56,16 +56,16 @@ export function checkAttachCgroup(cgroupPath: string): { path: string; id: bigin
   try {
     real = fs.realpathSync(cgroupPath);
   } catch (e) {
-    throw new SockmeshError('SM_NOT_CGROUP2', `attach cgroup ${cgroupPath} does not exist`, { cause: e });
+    throw new DatapathError('SM_NOT_CGROUP2', `attach cgroup ${cgroupPath} does not exist`, { cause: e });
   }
   if (real === cg2) {
-    throw new SockmeshError(
+    throw new DatapathError(
       'SM_ROOT_CGROUP',
       `refusing to attach to the root cgroup ${real}: give the cgroup that holds the meshed pods (e.g. kubepods)`,
     );
   }
   if (!real.startsWith(cg2 + '/') || !fs.existsSync(path.join(real, 'cgroup.procs'))) {
-    throw new SockmeshError('SM_NOT_CGROUP2', `${cgroupPath} is not a cgroup v2 directory under ${cg2}`);
+    throw new DatapathError('SM_NOT_CGROUP2', `${cgroupPath} is not a cgroup v2 directory under ${cg2}`);
   }
   return { path: real, id: fs.statSync(real, { bigint: true }).ino };
 }
@@ -148,7 +148,7 @@ export class Datapath {
     fs.mkdirSync(mapsDir, { recursive: true });
     fs.mkdirSync(linksDir, { recursive: true });
     if (!bpf.isBpffs(bpffsDir)) {
-      throw new SockmeshError('SM_NOT_INSTALLED', `${bpffsDir} is not on a bpf filesystem: pins would not persist`);
+      throw new DatapathError('SM_NOT_INSTALLED', `${bpffsDir} is not on a bpf filesystem: pins would not persist`);
     }
 
     const maxEntries: Record<string, number> = {};
@@ -161,7 +161,7 @@ export class Datapath {
       for (const name of OBJECTS) {
         const file = path.join(objDir, name);
         if (!fs.existsSync(file)) {
-          throw new SockmeshError('SM_NOT_INSTALLED', `${file} not found: run \`npm run build\` first`);
+          throw new DatapathError('SM_NOT_INSTALLED', `${file} not found: run \`npm run build\` first`);
         }
         const obj = bpf.BpfObject.open(file, { pinRoot: mapsDir, maxEntries });
         objects.push(obj);
@@ -170,7 +170,7 @@ export class Datapath {
         } catch (e) {
           const err = e as bpf.BpfError;
           if (err.code === 'EINVAL' && /pin|reuse|mismatch|incompatible/i.test(err.message)) {
-            throw new SockmeshError(
+            throw new DatapathError(
               'SM_MAP_MISMATCH',
               `${name}: a map pinned under ${mapsDir} does not match this build (capacity or layout changed). ` +
                 `Remove the datapath (sockmesh datapath remove) or keep the old settings.`,
@@ -233,7 +233,7 @@ export class Datapath {
       const li = bpf.linkInfo(linkFd);
       if (!li.cgroupId) return null;
       if (BigInt(li.cgroupId) !== cgroupId) {
-        throw new SockmeshError(
+        throw new DatapathError(
           'SM_LINK_FOREIGN',
           `pinned link ${linkPath} is attached to cgroup id ${li.cgroupId}, not the requested one (${cgroupId}); ` +
             `remove the datapath first (sockmesh datapath remove --bpffs ${path.dirname(path.dirname(linkPath))})`,
@@ -276,7 +276,7 @@ export class Datapath {
   /** Open the pinned maps of an installed datapath, without loading or attaching anything. */
   static openPinned(bpffsDir = DEFAULT_BPFFS_DIR): Datapath {
     if (!fs.existsSync(pins.mapsDir(bpffsDir))) {
-      throw new SockmeshError('SM_NOT_INSTALLED', `no sockmesh datapath pinned under ${bpffsDir}`);
+      throw new DatapathError('SM_NOT_INSTALLED', `no sockmesh datapath pinned under ${bpffsDir}`);
     }
     return new Datapath(bpffsDir, Datapath.openMaps(bpffsDir), Datapath.readPrograms(bpffsDir));
   }
@@ -375,7 +375,7 @@ export class Datapath {
   static remove(bpffsDir = DEFAULT_BPFFS_DIR): { detached: string[] } {
     const detached: string[] = [];
     const linksDir = pins.linksDir(bpffsDir);
-    if (!fs.existsSync(bpffsDir)) throw new SockmeshError('SM_NOT_INSTALLED', `no sockmesh datapath pinned under ${bpffsDir}`);
+    if (!fs.existsSync(bpffsDir)) throw new DatapathError('SM_NOT_INSTALLED', `no sockmesh datapath pinned under ${bpffsDir}`);
     for (const name of fs.existsSync(linksDir) ? fs.readdirSync(linksDir) : []) {
       const p = path.join(linksDir, name);
       const fd = bpf.objGet(p);

@@ -1,7 +1,7 @@
 // Typed access to the pinned maps. RawMap owns one fd; TypedMap adds the codecs of
 // abi/codecs.ts so callers deal in objects, never in byte offsets.
 import * as bpf from '../../native';
-import { SockmeshError } from '../../core/errors';
+import { DatapathError } from '../../core/errors';
 import { StructCodec } from '../../abi/codecs';
 
 export class RawMap {
@@ -41,8 +41,8 @@ export class RawMap {
 }
 
 /** Thrown before anything is written when a change does not fit (see reconciler). */
-export function mapFullError(map: RawMap, needed: number, free: number, what: string): SockmeshError {
-  return new SockmeshError(
+export function mapFullError(map: RawMap, needed: number, free: number, what: string): DatapathError {
+  return new DatapathError(
     'SM_MAP_FULL',
     `map ${map.name} is full (capacity ${map.maxEntries}): ${what} needs ${needed} entries, ${free} free; ` +
       `nothing of it was written. Raise the capacity (agent setting mapSizes.${map.name}) or shrink the config.`,
@@ -57,7 +57,7 @@ export class TypedMap<K, V> {
     readonly value: StructCodec<V>,
   ) {
     if (raw.keySize !== key.size || raw.valueSize !== value.size) {
-      throw new SockmeshError(
+      throw new DatapathError(
         'SM_MAP_MISMATCH',
         `map ${raw.name}: kernel key/value sizes ${raw.keySize}/${raw.valueSize}, ` +
           `this build expects ${key.size}/${value.size} (struct ${key.cName}/${value.cName})`,

@@ -11,7 +11,7 @@
 // The reconciler keeps a mirror of what it wrote. adopt() rebuilds that mirror from the kernel, so
 // an agent restarted over a running datapath writes nothing when nothing changed.
 import * as bpf from '../../native';
-import { SockmeshError } from '../../core/errors';
+import { DatapathError } from '../../core/errors';
 import { Model, serviceRef, Service, ServicePort } from '../../core/model';
 import {
   Backend,
@@ -83,7 +83,7 @@ export interface ApplyReport {
   policyEntriesDeleted: number;
   policyDstsChanged: number;
   /** Changes that could not be applied (each left the service as it was). */
-  errors: SockmeshError[];
+  errors: DatapathError[];
   durationMs: number;
 }
 
@@ -421,7 +421,7 @@ export class Reconciler {
       } catch (e) {
         // Without the grace period the old slots must stay (a reader may still use them); they
         // are unreferenced and adopt() collects them on the next start.
-        report.errors.push(new SockmeshError('SM_KERNEL', `RCU wait failed; old backend slots kept: ${(e as Error).message}`, { cause: e }));
+        report.errors.push(new DatapathError('SM_KERNEL', `RCU wait failed; old backend slots kept: ${(e as Error).message}`, { cause: e }));
       }
     }
     for (const id of freedIds) this.usedIds.delete(id);
@@ -555,13 +555,13 @@ export class Reconciler {
   }
 }
 
-function kernelError(e: unknown, map: string, capacity: number, what: string): SockmeshError {
+function kernelError(e: unknown, map: string, capacity: number, what: string): DatapathError {
   const code = (e as { code?: string }).code;
   if (code === 'E2BIG' || code === 'ENOSPC') {
-    return new SockmeshError('SM_MAP_FULL', `map ${map} is full (capacity ${capacity}): ${what} was not applied`, {
+    return new DatapathError('SM_MAP_FULL', `map ${map} is full (capacity ${capacity}): ${what} was not applied`, {
       cause: e,
       details: { map, capacity },
     });
   }
-  return new SockmeshError('SM_KERNEL', `${what}: kernel update of ${map} failed: ${(e as Error).message}`, { cause: e });
+  return new DatapathError('SM_KERNEL', `${what}: kernel update of ${map} failed: ${(e as Error).message}`, { cause: e });
 }

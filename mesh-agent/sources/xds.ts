@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import { XdsClient, XdsSnapshot, istioNode, type NodeIdentity } from '../../xds/client';
 import { translateAmbient, translateEnvoy, validateResource } from '../../xds/translate';
 import { TYPE, type TypeUrl } from '../../xds/types';
+import { XdsError } from '../../core/errors';
 import type { Logger } from '../../core/log';
 import type { Model } from '../../core/model';
 import type { ModelSource, ModelSourceEvents, SourceSnapshot } from './source';
@@ -88,7 +89,7 @@ export class XdsSource extends EventEmitter<ModelSourceEvents> implements ModelS
     this.client.on('disconnected', (e) => log.warn('xds disconnected; the last good config stays in force', e));
     this.client.on('nack', (n) => {
       log.error('xds resource rejected (NACK); the previous version stays in force', { typeUrl: n.typeUrl, errors: n.errors });
-      this.emit('invalid', Object.assign(new Error(n.detail), { code: 'SM_XDS_NACK', errors: n.errors }));
+      this.emit('invalid', Object.assign(new XdsError('SM_XDS_NACK', n.detail, { details: { typeUrl: n.typeUrl } }), { errors: n.errors }));
     });
     return new Promise((resolve) => {
       let started = false;

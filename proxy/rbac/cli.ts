@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseAllDocuments } from 'yaml';
+import { UsageError } from '../../core/errors';
 import type { Decision, RbacFilterConfig, RequestAttributes } from '../types';
 import { isObject, typeName } from './config-reader';
 import { compileRbacFilters, HTTP_RBAC_FILTER, NETWORK_RBAC_FILTER, NETWORK_RBAC_TYPE, RbacEvaluator } from './engine';
@@ -42,13 +43,13 @@ export interface AuthzCliIo {
 
 const stdio: AuthzCliIo = { out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s) };
 
-export class RbacFileError extends Error {
+/** An RBAC file given on the command line that cannot be read as filters. */
+export class RbacFileError extends UsageError {
   constructor(
     readonly file: string,
     message: string,
   ) {
     super(`${file}: ${message}`);
-    this.name = 'RbacFileError';
   }
 }
 
@@ -97,8 +98,6 @@ export function loadRbacFilterFile(file: string): RbacFilterConfig[] {
   if (!out.length) throw new RbacFileError(file, 'no RBAC filter in the file');
   return out;
 }
-
-class UsageError extends Error {}
 
 function parseHeader(h: string): [string, string] {
   const colon = h.indexOf(':', h.startsWith(':') ? 1 : 0);

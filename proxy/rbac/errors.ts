@@ -1,6 +1,6 @@
-// Errors and warnings of the RBAC compiler, with a stable code in the manner of
-// mesh-agent/errors.ts (SockmeshError). The code is not in mesh-agent's ErrorCode union yet
-// (proxy/ does not edit mesh-agent/); the report for issue 4 proposes adding it there.
+// Errors and warnings of the RBAC compiler. RbacConfigError is the SM_RBAC_INVALID family of the
+// one error hierarchy (core/errors.ts).
+import { SockmeshError } from '../../core/errors';
 
 /** One problem found in a filter's config, located precisely enough to fix it. */
 export interface RbacIssue {
@@ -24,15 +24,13 @@ function describe(i: RbacIssue): string {
  * A config the evaluator refuses to run. Compile happens when a new policy arrives, so this is
  * thrown before anything replaces the policy in force: the caller keeps the previous evaluator.
  */
-export class RbacConfigError extends Error {
-  readonly code = 'SM_RBAC_INVALID' as const;
+export class RbacConfigError extends SockmeshError<'SM_RBAC_INVALID'> {
   /** Every problem found (the message names the first, and how many more there are). */
   readonly issues: RbacIssue[];
   constructor(issues: RbacIssue[]) {
     const first = issues[0];
     const more = issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? 's' : ''})` : '';
-    super(`SM_RBAC_INVALID: ${first ? describe(first) : 'invalid RBAC config'}${more}`);
-    this.name = 'RbacConfigError';
+    super('SM_RBAC_INVALID', `SM_RBAC_INVALID: ${first ? describe(first) : 'invalid RBAC config'}${more}`);
     this.issues = issues;
   }
   /** One line per problem, for CLIs and logs. */

@@ -3,7 +3,7 @@
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { buildAttributesOwning, type ConnState, type ProxyCore, type RequestRecord } from './core';
-import { ProxyError } from './errors';
+import { ProxyError } from '../../core/errors';
 import { HOP_BY_HOP, forwardAndMatch, isGrpcContentType, type FilterOptions } from './headers';
 import { RBAC_DENIED_BODY, UNKNOWN_ORIGIN_BODY, grpcStatusForHttp, writeLocalH2, type LocalReply } from './local-reply';
 import { parseRequestTarget, validAuthority } from './request-target';

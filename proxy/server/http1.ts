@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { BodyMeter } from './body-meter';
 import { buildAttributesOwning, type ConnState, type OriginOk, type ProxyCore, type RequestRecord } from './core';
-import { ProxyError } from './errors';
+import { ProxyError } from '../../core/errors';
 import { checkHttp1Head, forwardAndMatch, forwardHeaders, isGrpcContentType, pairs, rawToStrings, type FilterOptions } from './headers';
 import { RBAC_DENIED_BODY, UNKNOWN_ORIGIN_BODY, grpcStatusForHttp, rawHttp1Reply, writeLocalHttp1, type LocalReply } from './local-reply';
 import { parseRequestTarget } from './request-target';

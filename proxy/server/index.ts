@@ -11,7 +11,7 @@ export {
   type ProxyTimeouts,
   type UpstreamLimits,
 } from './options';
-export { ProxyError, type ProxyErrorCode } from './errors';
+export { ProxyError, type ProxyErrorCode } from '../../core/errors';
 export { H2_PREFACE, classifyPreface, sniffProtocol, type Sniffed } from './sniff';
 export { canonicalIp, hostPort, resolveOrigin, type OriginResult } from './origin';
 export { PolicyTable, parsePolicyKey, type PolicyKey } from './policies';

@@ -2,7 +2,7 @@
 // next request, including the next request of an open keep-alive connection or HTTP/2 session.
 import * as net from 'node:net';
 import type { Evaluator } from '../types';
-import { ProxyError } from './errors';
+import { ProxyError } from '../../core/errors';
 import { canonicalIp, hostPort } from './origin';
 
 export interface PolicyKey {

@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Evaluator } from '../types';
 import { ConnState, ProxyCore } from './core';
-import { ProxyError } from './errors';
+import { ProxyError } from '../../core/errors';
 import { H2Frontend } from './h2';
 import { Http1Frontend } from './http1';
 import { resolveConfig, type L7ProxyOptions } from './options';

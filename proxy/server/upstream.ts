@@ -5,7 +5,7 @@
 // datapath's concern).
 import * as http2 from 'node:http2';
 import { Pool } from 'undici';
-import { ProxyError } from './errors';
+import { ProxyError } from '../../core/errors';
 import type { UpstreamErrorReason } from './metrics';
 import type { ProxyConfig } from './options';
 

@@ -40,7 +40,7 @@ import {
   type DiscoveryRequestMsg,
   type DiscoveryResponseMsg,
 } from '../proto/ads';
-import { XdsError } from '../proto/errors';
+import { XdsError } from '../../core/errors';
 import { decodeMessage, fromProto3Json, toProto3Json, unknownFields } from '../proto/json';
 import { FULL_STATE_TYPES, SHORT_NAME, isTypeUrl, resourceName } from '../proto/resource-types';
 import { Backoff } from './backoff';

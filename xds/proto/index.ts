@@ -17,4 +17,4 @@ export {
   type ResourceMsg,
 } from './ads';
 export { SHORT_NAME, WILDCARD_TYPES, FULL_STATE_TYPES, isTypeUrl, resourceName } from './resource-types';
-export { XdsError, isXdsError, type XdsErrorCode } from './errors';
+export { XdsError, isXdsError, type XdsErrorCode } from '../../core/errors';

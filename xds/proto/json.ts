@@ -24,7 +24,7 @@
 
 import * as protobuf from 'protobufjs';
 import type { Json } from '../types';
-import { XdsError } from './errors';
+import { XdsError } from '../../core/errors';
 import { findMessageType, messageType, typeNameOf } from './load';
 
 export interface FromJsonOptions {

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as protobuf from 'protobufjs';
-import { XdsError } from './errors';
+import { XdsError } from '../../core/errors';
 
 /** Entry files; their imports are followed. Every message type they reach can appear in an Any. */
 export const PROTO_FILES: readonly string[] = [

@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger, type Logger } from '../../core/log';
 import type { TypeUrl } from '../types';
 import { adsServiceDefinition, type DeltaDiscoveryRequestMsg, type DeltaDiscoveryResponseMsg, type DiscoveryRequestMsg, type DiscoveryResponseMsg } from '../proto/ads';
-import { XdsError } from '../proto/errors';
+import { XdsError } from '../../core/errors';
 import { DeltaStream } from './delta-stream';
 import { Snapshot, type SnapshotEntry } from './snapshot';
 import { SotwStream } from './sotw-stream';

@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { createLogger, type Logger } from '../../core/log';
 import { isConfigError } from '../../config/errors';
-import { XdsError } from '../proto/errors';
+import { XdsError } from '../../core/errors';
 import { AdsServer } from './ads-server';
 import { loadControlPlaneFile, type ControlPlaneConfig } from './config-file';
 import { FileWatch } from '../../config/file-watch';

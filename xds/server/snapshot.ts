@@ -8,7 +8,7 @@
 
 import { createHash } from 'node:crypto';
 import { ALL_TYPES, type Json, type TypeUrl } from '../types';
-import { XdsError } from '../proto/errors';
+import { XdsError } from '../../core/errors';
 import { encodeJson } from '../proto/json';
 import { SHORT_NAME, isTypeUrl, resourceName } from '../proto/resource-types';
 

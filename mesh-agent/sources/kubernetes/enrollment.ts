@@ -3,7 +3,7 @@
 // ztunnel namespace by namespace with the labels it already has, or our own
 // `sockmesh.io/mesh=enabled`), unless the pod opts out (`istio.io/dataplane-mode=none`, Istio's
 // opt-out, or `sockmesh.io/mesh=disabled`). The pod's own labels win over its namespace's.
-import { KubernetesSourceError } from './errors';
+import { KubernetesSourceError } from '../../../core/errors';
 
 export interface EnrollmentOptions {
   /** `key=value` that enrolls a namespace (or a pod); default `istio.io/dataplane-mode=ambient`. */

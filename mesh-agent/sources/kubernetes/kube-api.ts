@@ -14,7 +14,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { Watch, type KubeConfigLike, type WatchLike } from './client-node';
-import { KubernetesSourceError } from './errors';
+import { KubernetesSourceError } from '../../../core/errors';
 import type { KubeObject, Status } from './objects';
 
 export interface ListPage<T> {

@@ -10,7 +10,7 @@ import type { ModelSource, ModelSourceEvents, SourceSnapshot } from '../source';
 import type { CgroupDriver } from './cgroup';
 import { canonicalJson, deriveModel, type Derived, type LocalPod, type Warning } from './derive';
 import { parseEnrollment, type Enrollment, type EnrollmentOptions } from './enrollment';
-import { KubernetesSourceError } from './errors';
+import { KubernetesSourceError } from '../../../core/errors';
 import { ClientNodeApi, statusCodeOf, type KubeApi } from './kube-api';
 import type { EndpointSlice, KubeObject, Namespace, Pod, Service } from './objects';
 import { Reflector, type ReflectorOptions, type ReflectorStats } from './reflector';
