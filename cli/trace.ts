@@ -9,7 +9,6 @@
 //   L4 policy (bpf/include/policy.h): policyDecision() below.
 // It reads, never writes, and cannot know which cgroup the client runs in: it assumes a client in
 // the meshed cgroup that is not the L7 proxy.
-import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
   Backend,
@@ -32,7 +31,7 @@ import { Datapath } from '../mesh-agent/datapath/datapath';
 import { DEFAULT_BPFFS_DIR } from '../abi/pins';
 import { TypedMap } from '../mesh-agent/datapath/maps';
 import { SVC_F_L7 } from '../mesh-agent/datapath/reconciler';
-import { bytesToIp, familyOf, ipToBytes } from '../core/ip';
+import { canonicalIp, familyOf } from '../core/ip';
 import { aggregateSlots, hostPort, policyMaps, protoName, readLocalEps, svcFlagNames } from './dump';
 
 export interface TraceQuery {
@@ -137,15 +136,11 @@ export interface TraceResult {
   notes: string[];
 }
 
-/** Canonical text of an address; ::ffff:a.b.c.d becomes a.b.c.d, as the kernel treats it. */
+/** Canonical text of an address; ::ffff:a.b.c.d becomes a.b.c.d, as the kernel treats it (core/ip.ts). */
 function canonical(ip: string): string {
-  const fam = isIP(ip);
-  if (!fam) throw new Error(`${JSON.stringify(ip)} is not an IP address`);
-  const b = ipToBytes(ip);
-  if (fam === 6 && b.subarray(0, 10).every((x) => x === 0) && b.readUInt16BE(10) === 0xffff) {
-    return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  }
-  return bytesToIp(b, familyOf(ip));
+  const c = canonicalIp(ip);
+  if (c === undefined) throw new Error(`${JSON.stringify(ip)} is not an IP address`);
+  return c;
 }
 
 export function parseTarget(s: string): { ip: string; port: number } {

@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Registry } from 'prom-client';
 import { UsageError } from '../core/errors';
+import { formatAddress, parseAddress } from '../core/ip';
 import { SHORT_NAME } from '../xds/proto/resource-types';
 import type { TypeUrl } from '../xds/types';
 import type { Logger } from '../core/log';
@@ -18,13 +19,9 @@ export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:15021';
 export type AdminAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
 function isLoopbackIp(host: string): boolean {
-  if (net.isIPv4(host)) return host.split('.')[0] === '127';
-  if (!net.isIPv6(host)) return false;
-  try {
-    return new URL(`http://[${host}]/`).hostname === '[::1]'; // canonical form: 0::1 etc. count too
-  } catch {
-    return false;
-  }
+  const a = parseAddress(host); // 0::1 and ::ffff:127.0.0.1 count too (core/ip.ts)
+  if (!a) return false;
+  return a.family === 4 ? a.bytes[0] === 127 : formatAddress(a) === '::1';
 }
 
 /**

@@ -3,6 +3,7 @@
 // address. The proxy looks its accepted connection's peer up here; nothing in the request is
 // trusted for it.
 import * as bpf from '../native';
+import { parseAddress } from '../core/ip';
 import { steerKey, steerValue } from '../abi/codecs';
 import { mapPin } from '../abi/pins';
 import type { ConnectionOrigin } from './types';
@@ -22,9 +23,10 @@ export class KernelOrigins {
 
   /** The origin of a connection whose peer is ip:port, or undefined when the kernel did not steer it. */
   lookup(ip: string, port: number): ConnectionOrigin | undefined {
-    // Dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d; the kernel keys them in IPv4 form.
-    const peer = ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
-    const v = bpf.mapLookup(this.fd, steerKey.encode({ ip: peer, port }), steerValue.size);
+    // Dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d; the kernel keys them in IPv4 form, and
+    // so does the codec (core/ip.ts folds mapped addresses).
+    if (!parseAddress(ip, { zone: true })) return undefined;
+    const v = bpf.mapLookup(this.fd, steerKey.encode({ ip, port }), steerValue.size);
     if (!v) return undefined;
     const s = steerValue.decode(v);
     const principal = s.identity ? this.identities.get(s.identity) : undefined;

@@ -217,7 +217,13 @@ describe('config: IP addresses', () => {
     assert.deepStrictEqual(parseIp('fd00::1'), { ok: true, address: 'fd00::1', family: 6 });
   });
 
-  test('rejects invalid, unspecified, multicast, broadcast, mapped, CIDR and zoned addresses', () => {
+  test('an IPv4-mapped IPv6 address is its IPv4 address', () => {
+    assert.deepStrictEqual(parseIp('::ffff:10.0.0.1'), { ok: true, address: '10.0.0.1', family: 4 });
+    assert.deepStrictEqual(parseIp('::FFFF:a00:1'), { ok: true, address: '10.0.0.1', family: 4 });
+    assert.equal(canonicalIp('::ffff:10.0.0.1'), '10.0.0.1');
+  });
+
+  test('rejects invalid, unspecified, multicast, broadcast, CIDR and zoned addresses', () => {
     const cases: Array<[string, RegExp]> = [
       ['10.0.0', /not a valid/],
       ['010.0.0.1', /not a valid/],
@@ -232,7 +238,9 @@ describe('config: IP addresses', () => {
       ['fe80::1', /link-local/],
       ['ff02::1', /multicast/],
       ['255.255.255.255', /broadcast/],
-      ['::ffff:10.0.0.1', /IPv4-mapped.*10\.0\.0\.1/],
+      // IPv4-mapped IPv6 is the IPv4 address (core/ip.ts), and judged as one.
+      ['::ffff:127.0.0.1', /127\.0\.0\.1 is a loopback/],
+      ['::ffff:0.0.0.0', /unspecified/],
       ['10.0.0.0/8', /CIDR/],
       ['fe80::1%eth0', /zone/],
     ];
@@ -343,9 +351,11 @@ workloads:
       - 0.0.0.0
       - "::"
       - 239.1.1.1
-      - "::ffff:10.0.0.1"
+      - "::ffff:10.0.0.300"
       - "fd00::1"
       - "FD00:0:0::1"
+      - 10.0.0.1
+      - "::ffff:10.0.0.1"
     ports: [{ port: 80 }]
 endpoints:
   - { service: default/a, address: "ff02::2" }
@@ -356,10 +366,12 @@ workloads:
       { path: 'services[0].vips[1]', line: 5, reason: /unspecified/ },
       { path: 'services[0].vips[2]', line: 6, reason: /unspecified/ },
       { path: 'services[0].vips[3]', line: 7, reason: /multicast/ },
-      { path: 'services[0].vips[4]', line: 8, reason: /IPv4-mapped/ },
+      { path: 'services[0].vips[4]', line: 8, reason: /not a valid/ },
       { path: 'services[0].vips[6]', line: 10, reason: /duplicate VIP fd00::1 \(also vips\[5\]\)/ },
-      { path: 'endpoints[0].address', line: 13, reason: /multicast/ },
-      { path: 'workloads[0].ips[0]', line: 15, reason: /not a valid/ },
+      // The mapped form is the IPv4 address: the same VIP twice.
+      { path: 'services[0].vips[8]', line: 12, reason: /duplicate VIP 10\.0\.0\.1 \(also vips\[7\]\)/ },
+      { path: 'endpoints[0].address', line: 15, reason: /multicast/ },
+      { path: 'workloads[0].ips[0]', line: 17, reason: /not a valid/ },
     );
   });
 

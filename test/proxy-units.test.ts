@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import {
   H2_PREFACE,
   PolicyTable,
-  canonicalIp,
+  peerIp,
   classifyPreface,
   classifyUpstreamError,
   encodeGrpcMessage,
@@ -85,11 +85,11 @@ test('policy keys: ip:port, [v6]:port, bare v6 with port, :port; exact beats por
   assert.throws(() => new PolicyTable(new Map([['1.2.3.4:1', ev('a')], ['nope', ev('b')]])), { code: 'SM_PROXY_POLICY_KEY' });
 });
 
-test('canonicalIp: IPv4-mapped to IPv4, IPv6 lower-case and compressed', () => {
-  assert.equal(canonicalIp('::ffff:127.0.0.1'), '127.0.0.1');
-  assert.equal(canonicalIp('::FFFF:7f00:1'), '127.0.0.1');
-  assert.equal(canonicalIp('FD00:0:0::0001'), 'fd00::1');
-  assert.equal(canonicalIp('10.1.2.3'), '10.1.2.3');
+test('peerIp: IPv4-mapped to IPv4, IPv6 lower-case and compressed', () => {
+  assert.equal(peerIp('::ffff:127.0.0.1'), '127.0.0.1');
+  assert.equal(peerIp('::FFFF:7f00:1'), '127.0.0.1');
+  assert.equal(peerIp('FD00:0:0::0001'), 'fd00::1');
+  assert.equal(peerIp('10.1.2.3'), '10.1.2.3');
 });
 
 test('normalizePath: dot segments, percent-encoded unreserved characters, encoded slashes kept', () => {

@@ -8,9 +8,9 @@
 // cannot be decided for a whole class (a source-IP range that covers some of an identity's
 // addresses but not all, a large port range), the table fails closed: such a DENY counts as
 // matching, such an ALLOW as not matching.
-import { canonicalIp, familyOf, ipToBytes } from '../../core/ip';
+import { canonicalIp, cidrContains } from '../../core/ip';
 import { identityTable, spiffeId } from '../../core/identity';
-import type { Cidr, L4Expr, L4Policy, Model, StringMatch, Workload } from '../../core/model';
+import type { L4Expr, L4Policy, Model, StringMatch, Workload } from '../../core/model';
 import { PolicyKey, PolicyValue, VERDICT_ALLOW, VERDICT_DENY } from '../../abi/codecs';
 
 type Tri = boolean | undefined; // undefined: cannot be decided for this class
@@ -34,18 +34,6 @@ function strMatch(m: StringMatch, v: string | undefined): boolean {
   if ('prefix' in m) return v.startsWith(m.prefix);
   if ('suffix' in m) return v.endsWith(m.suffix);
   return v !== '';
-}
-
-function inCidr(ip: string, c: Cidr): boolean {
-  if (familyOf(ip) !== familyOf(c.address)) return false;
-  const a = ipToBytes(ip);
-  const b = ipToBytes(c.address);
-  let bits = c.prefixLen;
-  for (let i = 0; i < 16 && bits > 0; i++, bits -= 8) {
-    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if ((a[i] & mask) !== (b[i] & mask)) return false;
-  }
-  return true;
 }
 
 export function evalExpr(e: L4Expr, ctx: Ctx): Tri {
@@ -76,10 +64,10 @@ export function evalExpr(e: L4Expr, ctx: Ctx): Tri {
   if ('namespace' in e) return strMatch(e.namespace, ctx.namespace);
   if ('sourceIp' in e) {
     if (!ctx.sourceIps) return undefined;
-    const hits = ctx.sourceIps.filter((ip) => inCidr(ip, e.sourceIp)).length;
+    const hits = ctx.sourceIps.filter((ip) => cidrContains(e.sourceIp, ip)).length;
     return hits === 0 ? false : hits === ctx.sourceIps.length ? true : undefined;
   }
-  if ('destinationIp' in e) return inCidr(ctx.destinationIp, e.destinationIp);
+  if ('destinationIp' in e) return cidrContains(e.destinationIp, ctx.destinationIp);
   if ('destinationPort' in e) return ctx.destinationPort === undefined ? false : ctx.destinationPort === e.destinationPort;
   const { start, end } = e.destinationPortRange;
   if (ctx.destinationPort !== undefined) return ctx.destinationPort >= start && ctx.destinationPort < end;

@@ -10,7 +10,7 @@ import type { Decision, RbacFilterConfig, RequestAttributes } from '../types';
 import { isObject, typeName } from './config-reader';
 import { compileRbacFilters, HTTP_RBAC_FILTER, NETWORK_RBAC_FILTER, NETWORK_RBAC_TYPE, RbacEvaluator } from './engine';
 import { RbacConfigError, warningText } from './errors';
-import { parseIp } from './ip';
+import { parseAddress } from '../../core/ip';
 
 export const AUTHZ_CHECK_USAGE = `usage: sockmesh authz check --rbac FILE [--rbac FILE ...] --method M --path P
          [--header K:V ...] [--source-ip IP] [--source-principal SPIFFE] [--dest-ip IP]
@@ -120,7 +120,7 @@ function buildRequest(v: Record<string, string | string[] | boolean | undefined>
   const ip = (opt: string): string => {
     const s = v[opt] as string | undefined;
     if (s === undefined) return '';
-    if (!parseIp(s)) throw new UsageError(`--${opt} ${s}: not an IP address`);
+    if (!parseAddress(s, { brackets: true, zone: true })) throw new UsageError(`--${opt} ${s}: not an IP address`);
     return s;
   };
   const src = ip('source-ip');

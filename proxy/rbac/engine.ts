@@ -20,7 +20,7 @@ import { Buffer } from 'node:buffer';
 import type { Decision, DryRunResult, Evaluator, RbacFilterConfig, RequestAttributes } from '../types';
 import { isObject, Msg, Scope, Sink, typeName } from './config-reader';
 import { RbacConfigError, RbacWarning, warningText } from './errors';
-import { Ip, parseIp } from './ip';
+import { type IpAddress, parseAddress } from '../../core/ip';
 import { stripQuery } from './matchers';
 import { compilePolicy } from './rules';
 import { EvalContext, Pred, UNKNOWN, View, YES } from './tri';
@@ -189,13 +189,16 @@ function headerText(v: unknown): string | undefined {
 
 type IpSource = 'destinationIp' | 'directRemoteIp' | 'remoteIp';
 
+/** Request addresses may come bracketed or with an IPv6 zone (ignored), as Envoy accepts them. */
+const PEER = { brackets: true, zone: true } as const;
+
 /**
  * What the connection says (both views share it): addresses parsed on first use, at most once per
  * evaluation. A class rather than closures: one allocation per request on the hot path.
  */
 class ConnectionFacts {
   readonly raw: Record<IpSource, string>;
-  private readonly parsed: Partial<Record<IpSource, Ip | null>> = {};
+  private readonly parsed: Partial<Record<IpSource, IpAddress | null>> = {};
 
   constructor(req: RequestAttributes) {
     this.raw = {
@@ -205,9 +208,9 @@ class ConnectionFacts {
     };
   }
 
-  ip(which: IpSource): Ip | undefined {
+  ip(which: IpSource): IpAddress | undefined {
     let ip = this.parsed[which];
-    if (ip === undefined) ip = this.parsed[which] = parseIp(this.raw[which]) ?? null;
+    if (ip === undefined) ip = this.parsed[which] = parseAddress(this.raw[which], PEER) ?? null;
     return ip ?? undefined;
   }
 }
@@ -239,15 +242,15 @@ class HttpView implements View {
     return hasOwn(h, name) ? headerText(h[name]) : name === ':method' ? this.req.method : name === ':path' ? this.req.path : undefined;
   }
 
-  destinationIp(): Ip | undefined {
+  destinationIp(): IpAddress | undefined {
     return this.facts.ip('destinationIp');
   }
 
-  directRemoteIp(): Ip | undefined {
+  directRemoteIp(): IpAddress | undefined {
     return this.facts.ip('directRemoteIp');
   }
 
-  remoteIp(): Ip | undefined {
+  remoteIp(): IpAddress | undefined {
     return this.facts.ip('remoteIp');
   }
 

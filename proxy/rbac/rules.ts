@@ -14,7 +14,7 @@
 // filter_state, matcher and custom extensions, condition / checked_condition (CEL).
 
 import { Msg, Scope } from './config-reader';
-import { Cidr, formatCidr, inCidr, Ip, parseCidr } from './ip';
+import { formatRange, inRange, type IpAddress, type IpRange, parseRange } from '../../core/ip';
 import { compileHeaderMatcher, compilePathMatcher, compileStringMatcher, compileUriTemplate, StrPred } from './matchers';
 import { allOf, always, anyOf, fromBool, NO, not, Pred, UNKNOWN, View } from './tri';
 
@@ -60,22 +60,22 @@ function cidrLeaf(v: unknown, scope: Scope, source: IpSource): Pred {
   const address = m.str('addressPrefix', { required: true, minLen: 1 });
   const len = m.int('prefixLen', { min: 0, max: 128 }) ?? 0;
   if (address === undefined) return never;
-  const c = parseCidr(address, len);
+  const c = parseRange(address, len);
   if (typeof c === 'string') {
     m.at('addressPrefix').error(c);
     return never;
   }
-  const range: Cidr = c;
-  const get: (v: View) => Ip | undefined = source === 'destinationIp' ? (x) => x.destinationIp() : source === 'directRemoteIp' ? (x) => x.directRemoteIp() : (x) => x.remoteIp();
+  const range: IpRange = c;
+  const get: (v: View) => IpAddress | undefined = source === 'destinationIp' ? (x) => x.destinationIp() : source === 'directRemoteIp' ? (x) => x.directRemoteIp() : (x) => x.remoteIp();
   return (view, ctx) => {
     const ip = get(view);
     if (!ip) {
       // An address the datapath could not give is not "some other address": under a not_id it
       // would grant access. Unknown, so it fails closed.
-      ctx.notes.push(`${source} ${JSON.stringify(view.rawIp(source))} is not an IP address (matching ${formatCidr(range)})`);
+      ctx.notes.push(`${source} ${JSON.stringify(view.rawIp(source))} is not an IP address (matching ${formatRange(range)})`);
       return UNKNOWN;
     }
-    return fromBool(inCidr(ip, range));
+    return fromBool(inRange(ip, range));
   };
 }
 

@@ -4,7 +4,7 @@
 // really depends on it: `not(metadata)` is UNKNOWN, not "true because metadata was false".
 // The engine then resolves an UNKNOWN policy in the restrictive direction (engine.ts).
 
-import type { Ip } from './ip';
+import type { IpAddress } from '../../core/ip';
 
 export const NO = 0;
 export const YES = 1;
@@ -27,9 +27,9 @@ export interface View {
   principal: string | undefined;
   sni: string;
   destinationPort: number;
-  destinationIp(): Ip | undefined;
-  directRemoteIp(): Ip | undefined;
-  remoteIp(): Ip | undefined;
+  destinationIp(): IpAddress | undefined;
+  directRemoteIp(): IpAddress | undefined;
+  remoteIp(): IpAddress | undefined;
   /** The attribute text, for notes about an unparseable address. */
   rawIp(which: 'destinationIp' | 'directRemoteIp' | 'remoteIp'): string;
 }

@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { ConnectionOrigin, DryRunResult, Evaluator, RequestAttributes } from '../types';
 import { createProxyMetrics, type DecisionLabel, type ProxyMetrics } from './metrics';
 import type { ProxyConfig } from './options';
-import { canonicalIp, hostPort, type OriginResult } from './origin';
+import { hostPort, peerIp, type OriginResult } from './origin';
 import { PolicyTable } from './policies';
 import { Upstreams } from './upstream';
 
@@ -42,7 +42,7 @@ export class ConnState {
     readonly socket: net.Socket,
     origin: Promise<OriginResult>,
   ) {
-    this.clientIp = canonicalIp(socket.remoteAddress ?? '');
+    this.clientIp = peerIp(socket.remoteAddress ?? '');
     this.clientPort = socket.remotePort ?? 0;
     this.origin = origin;
   }

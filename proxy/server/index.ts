@@ -13,7 +13,7 @@ export {
 } from './options';
 export { ProxyError, type ProxyErrorCode } from '../../core/errors';
 export { H2_PREFACE, classifyPreface, sniffProtocol, type Sniffed } from './sniff';
-export { canonicalIp, hostPort, resolveOrigin, type OriginResult } from './origin';
+export { hostPort, peerIp, resolveOrigin, type OriginResult } from './origin';
 export { PolicyTable, parsePolicyKey, type PolicyKey } from './policies';
 export { normalizePath, parseRequestTarget, validAuthority, type TargetResult } from './request-target';
 export { HOP_BY_HOP, checkHttp1Head, connectionOptions, forwardHeaders, headersForMatching, isGrpcContentType } from './headers';

@@ -1,6 +1,7 @@
 // Where an accepted connection was going and who opened it: asked of the datapath once per
 // connection, never derived from the request.
 import * as net from 'node:net';
+import { canonicalIp } from '../../core/ip';
 import type { ConnectionOrigin } from '../types';
 import type { OriginLookup } from './options';
 
@@ -40,9 +41,9 @@ export async function resolveOrigin(
     }
     if (!origin) continue;
     if (!validOrigin(origin)) return { ok: false, reason: 'error', error: new TypeError('lookupOrigin returned an invalid origin') };
-    const ip = canonicalIp(origin.destinationIp);
+    const ip = peerIp(origin.destinationIp);
     // A record naming the proxy's own listener would make it connect to itself forever.
-    if (ip === canonicalIp(socket.localAddress ?? '') && origin.destinationPort === socket.localPort) {
+    if (ip === peerIp(socket.localAddress ?? '') && origin.destinationPort === socket.localPort) {
       return { ok: false, reason: 'loop' };
     }
     const canon: ConnectionOrigin = { ...origin, destinationIp: ip };
@@ -61,24 +62,12 @@ function validOrigin(o: ConnectionOrigin): boolean {
   );
 }
 
-/** Lower-case, compressed IPv6; IPv4-mapped IPv6 (what a dual-stack listener reports) as plain IPv4. */
-export function canonicalIp(ip: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
-  if (mapped) return mapped[1];
-  if (net.isIP(ip) !== 6) return ip;
-  let canon: string;
-  try {
-    canon = new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-  } catch {
-    return ip.toLowerCase();
-  }
-  const hexMapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(canon);
-  if (hexMapped) {
-    const hi = parseInt(hexMapped[1], 16);
-    const lo = parseInt(hexMapped[2], 16);
-    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-  }
-  return canon;
+/**
+ * Canonical text of a socket's address (core/ip.ts: IPv4-mapped IPv6, as a dual-stack listener
+ * reports IPv4 peers, is the IPv4 address; an IPv6 zone is dropped); anything else as given.
+ */
+export function peerIp(ip: string): string {
+  return canonicalIp(ip, { zone: true }) ?? ip;
 }
 
 /** "1.2.3.4:80" or "[fd00::1]:80". */

@@ -3,7 +3,7 @@
 import * as net from 'node:net';
 import type { Evaluator } from '../types';
 import { ProxyError } from '../../core/errors';
-import { canonicalIp, hostPort } from './origin';
+import { hostPort, peerIp } from './origin';
 
 export interface PolicyKey {
   /** Canonical IP; absent for a ":port" key (any destination IP). */
@@ -27,7 +27,7 @@ export function parsePolicyKey(key: string): PolicyKey {
   if (ip === '') return { port };
   if (ip.startsWith('[') && ip.endsWith(']')) ip = ip.slice(1, -1);
   if (net.isIP(ip) === 0) throw bad(`${JSON.stringify(ip)} is not an IP address`);
-  return { ip: canonicalIp(ip), port };
+  return { ip: peerIp(ip), port };
 }
 
 export class PolicyTable {
@@ -48,7 +48,7 @@ export class PolicyTable {
     this.size = map.size;
   }
 
-  /** Exact ip:port first, then :port. `ip` must be canonical (see canonicalIp). */
+  /** Exact ip:port first, then :port. `ip` must be canonical (see peerIp). */
   lookup(ip: string, port: number): { evaluator: Evaluator; key: string } | undefined {
     return this.exact.get(hostPort(ip, port)) ?? this.anyIp.get(port);
   }

@@ -29,7 +29,8 @@ import { serviceRef } from '../../core/model';
 import { TYPE } from '../types';
 import { MAX_WEIGHT } from './envoy-clusters';
 import { ANY, NEVER, simplify } from './expr';
-import { arr, decodeBytes, enumName, errorText, field, has, int, intField, ipFromBytes, isObj, Json, makeCidr, obj, str } from './json';
+import { arr, decodeBytes, enumName, errorText, field, has, int, intField, ipFromBytes, isObj, Json, obj, str } from './json';
+import { rangeFromBytes, toCidr } from '../../core/ip';
 import { TranslateResult, Warnings } from './result';
 import { AUTHZ_ACTIONS, AUTHZ_SCOPES, LB_HEALTH_POLICIES, LB_MODES, LB_SCOPES, validateResource, WORKLOAD_STATUSES } from './validate';
 
@@ -60,13 +61,14 @@ function principalMatch(m: unknown): L4Expr | undefined {
 
 function cidrOf(a: unknown, where: string, w: Warnings, label: string): Cidr | undefined {
   const b = decodeBytes(field(a, 'address'));
-  const ip = b && ipFromBytes(b);
-  if (!ip) return undefined;
-  const bits = b!.length * 8;
+  if (!b) return undefined;
+  const bits = b.length * 8;
   const len = intField(a, 'length') ?? 0;
-  const c = makeCidr(ip, len);
-  if (c && len === 0 && b!.some((x) => x !== 0)) {
-    w.add(label, `${where}: ${ip} with length 0 matches every IPv${bits === 32 ? 4 : 6} address (as in ztunnel); was /${bits} meant?`);
+  const r = rangeFromBytes(b, len);
+  if (typeof r === 'string') return undefined;
+  const c = toCidr(r);
+  if (len === 0 && b.some((x) => x !== 0)) {
+    w.add(label, `${where}: ${ipFromBytes(b)} with length 0 matches every IPv${bits === 32 ? 4 : 6} address (as in ztunnel); was /${bits} meant?`);
   }
   return c;
 }

@@ -23,7 +23,8 @@ import { isIP } from 'node:net';
 import { parseIp } from '../../core/ip';
 import type { Protocol } from '../../core/model';
 import { serviceOfCluster } from './envoy-clusters';
-import { arr, bool, field, has, hostBits, int, intField, isObj, Json, makeCidr, obj, str, typedConfig } from './json';
+import { arr, bool, field, has, int, intField, isObj, Json, obj, str, typedConfig } from './json';
+import { hostBits, makeCidr } from '../../core/ip';
 import { HTTP_RBAC, HTTP_RBAC_TYPE, NETWORK_RBAC, NETWORK_RBAC_TYPE, RbacFilterInput, SplitOptions } from './rbac';
 import { Warnings } from './result';
 

@@ -7,9 +7,7 @@
 // through `field()`, which tries both spellings. Map keys and google.protobuf.Struct contents
 // (filter metadata, `services` maps) are user data and are never re-spelled.
 
-import { isIP } from 'node:net';
-import { AF_INET, AF_INET6, bytesToIp, ipToBytes } from '../../core/ip';
-import type { Cidr } from '../../core/model';
+import { addressFromBytes, formatAddress } from '../../core/ip';
 
 export type Json = Record<string, unknown>;
 
@@ -101,42 +99,10 @@ export function decodeBytes(v: unknown): Buffer | undefined {
   return Buffer.from(body.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
 }
 
-/** Text of a 4- or 16-byte address (RFC 5952 for IPv6), or undefined for any other length. */
+/** Text of a 4- or 16-byte address (RFC 5952 for IPv6, IPv4-mapped folded), or undefined for any other length. */
 export function ipFromBytes(b: Buffer): string | undefined {
-  if (b.length === 4) return bytesToIp(b, AF_INET);
-  if (b.length === 16) return bytesToIp(b, AF_INET6);
-  return undefined;
-}
-
-/**
- * Canonical text of any literal address, unspecified and multicast included (prefixes such as
- * 0.0.0.0/0 need them); undefined if `text` is not a literal IPv4/IPv6 address.
- */
-export function canonicalAnyIp(text: string): string | undefined {
-  if (text.includes('%')) return undefined;
-  const fam = isIP(text);
-  if (fam === 4) return text;
-  if (fam === 6) return bytesToIp(ipToBytes(text), AF_INET6);
-  return undefined;
-}
-
-/** A prefix with host bits cleared and canonical text; undefined if invalid. */
-export function makeCidr(address: string, prefixLen: number): Cidr | undefined {
-  const canon = canonicalAnyIp(address);
-  if (canon === undefined) return undefined;
-  const fam = isIP(canon);
-  const bits = fam === 4 ? 32 : 128;
-  if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > bits) return undefined;
-  const b = ipToBytes(canon);
-  for (let i = 0; i < bits / 8; i++) {
-    const keep = Math.max(0, Math.min(8, prefixLen - i * 8));
-    b[i] &= (0xff << (8 - keep)) & 0xff;
-  }
-  return { address: bytesToIp(b, fam === 4 ? AF_INET : AF_INET6), prefixLen };
-}
-
-export function hostBits(ip: string): number {
-  return isIP(ip) === 6 ? 128 : 32;
+  const a = addressFromBytes(b);
+  return a && formatAddress(a);
 }
 
 /**

@@ -28,7 +28,8 @@
 
 import type { L4Expr, L4Policy, L7Policy, PolicyAction, ServiceRef } from '../../core/model';
 import { ANY, NEVER, simplify } from './expr';
-import { arr, field, has, int, isObj, Json, makeCidr, obj, str, typedConfig } from './json';
+import { arr, field, has, int, isObj, Json, obj, str, typedConfig } from './json';
+import { makeCidr } from '../../core/ip';
 import { TranslateWarning } from './result';
 import { RBAC_ACTIONS, validateRbacConfig } from './validate';
 

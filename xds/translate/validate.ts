@@ -13,8 +13,9 @@
 // every resource first, so a resource that fails here contributes nothing to a model.
 
 import { isIP } from 'node:net';
+import { hostBits, parseAddress } from '../../core/ip';
 import { TYPE } from '../types';
-import { canonicalAnyIp, decodeBytes, field, int, isHostname, isObj, Json, keyOf, shortType } from './json';
+import { decodeBytes, field, int, isHostname, isObj, Json, keyOf, shortType } from './json';
 
 export const UINT32_MAX = 4294967295;
 
@@ -177,9 +178,8 @@ function cluster(path: string, o: Json): void {
 function cidrRange(path: string, c: unknown): void {
   const o = objItem(path, c);
   const a = reqStr(path, o, 'addressPrefix');
-  const canon = canonicalAnyIp(a);
-  if (canon === undefined) fail(at(path, o, 'addressPrefix'), `${show(a)} is not an IP address`);
-  optInt(path, o, 'prefixLen', 0, isIP(canon) === 6 ? 128 : 32);
+  if (parseAddress(a) === undefined) fail(at(path, o, 'addressPrefix'), `${show(a)} is not an IP address`);
+  optInt(path, o, 'prefixLen', 0, hostBits(a));
 }
 
 function permission(path: string, p: unknown, depth: number): void {
