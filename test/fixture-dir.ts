@@ -33,3 +33,8 @@ export function findDir(rel: string, fallback?: string): string {
 export function fixtureDir(name: string): string {
   return findDir(path.join('test', 'fixtures', name));
 }
+
+/** A file or folder of test/fixtures/istio: real Istio output, stored once (see its SOURCES.md). */
+export function istioFixture(...parts: string[]): string {
+  return path.join(fixtureDir('istio'), ...parts);
+}

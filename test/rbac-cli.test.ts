@@ -7,9 +7,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { runAuthzCheckCli } from '../proxy/rbac';
-import { findDir } from './fixture-dir';
+import { findDir, istioFixture } from './fixture-dir';
 
-const ISTIO = findDir('test/fixtures/translate/istio/authz-rbac', '/work/shared/fixtures/istio/authz-rbac');
+const ISTIO = istioFixture('authz-rbac');
 const OURS = findDir('test/fixtures/rbac');
 const fx = (f: string) => path.join(ISTIO, f);
 

@@ -1,4 +1,4 @@
-// Istio's own RBAC output (test/fixtures/translate/istio/authz-rbac/*-out*.yaml, copied from
+// Istio's own RBAC output (test/fixtures/istio/authz-rbac/*-out*.yaml, copied from
 // istio/istio) compiled and evaluated. Every expectation below is derived from the matching
 // *-in.yaml AuthorizationPolicy and Istio's documented semantics (quoted in the comments), not from
 // running the evaluator. A new *-out*.yaml without expectations here fails the last test.
@@ -9,9 +9,9 @@ import { describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { compileRbacFilters } from '../proxy/rbac';
 import type { Decision, DryRunResult, RbacFilterConfig, RequestAttributes } from '../proxy/types';
-import { findDir } from './fixture-dir';
+import { findDir, istioFixture } from './fixture-dir';
 
-const ISTIO = findDir('test/fixtures/translate/istio/authz-rbac', '/work/shared/fixtures/istio/authz-rbac');
+const ISTIO = istioFixture('authz-rbac');
 const OURS = findDir('test/fixtures/rbac');
 
 function load(file: string, dir = ISTIO): RbacFilterConfig[] {

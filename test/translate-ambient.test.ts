@@ -1,4 +1,4 @@
-// Istio ambient → model: the Authorization fixtures (test/fixtures/translate/istio/
+// Istio ambient → model: the Authorization fixtures (test/fixtures/istio/
 // ambient-authorization, what istiod sends ztunnel), hand-written Address resources, and a
 // property test that the L4Expr of an Authorization decides every connection as ztunnel does.
 import assert from 'node:assert/strict';
@@ -10,10 +10,9 @@ import { parse } from 'yaml';
 import type { L4Expr, StringMatch } from '../core/model';
 import { authorizationExpr, translateAmbient } from '../xds/translate/ambient';
 import { ipToBytes } from '../core/ip';
-import { fixtureDir } from './fixture-dir';
+import { istioFixture } from './fixture-dir';
 
-const fixturesDir = (): string => fixtureDir('translate');
-const DIR = path.join(fixturesDir(), 'istio', 'ambient-authorization');
+const DIR = istioFixture('ambient-authorization');
 const authz = (f: string): any => parse(fs.readFileSync(path.join(DIR, f), 'utf8'));
 const b64 = (ip: string): string => (isIP(ip) === 4 ? ipToBytes(ip).subarray(0, 4) : ipToBytes(ip)).toString('base64');
 

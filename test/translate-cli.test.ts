@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { runTranslateCli } from '../xds/translate/cli';
-import { fixtureDir } from './fixture-dir';
+import { fixtureDir, istioFixture } from './fixture-dir';
 
 const fixturesDir = (): string => fixtureDir('translate');
 const FIX = fixturesDir();
@@ -28,7 +28,7 @@ const b64 = (ip: string) => Buffer.from(ip.split('.').map(Number)).toString('bas
 
 describe('sockmesh xds translate', () => {
   test('a config dump, human output: services with VIP:port → cluster, endpoints, warnings', () => {
-    const r = run(path.join(FIX, 'istio/configdump/waypoint-full.json'));
+    const r = run(istioFixture('configdump', 'waypoint-full.json'));
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /Envoy config dump → 1 service\(s\), 0 endpoint\(s\)/);
     assert.match(r.out, /SERVICES\n\s+SERVICE\s+VIP:PORT\s+PROTO\s+BACKENDS\s+CLUSTER \/ TARGET\n\s+default\/httpbin\s+10\.104\.171\.68:8000\s+TCP\s+0 \(0 healthy\)\s+inbound-vip\|8000\|http\|httpbin/);
@@ -36,7 +36,7 @@ describe('sockmesh xds translate', () => {
   });
 
   test('a config dump with --json: exactly {services, endpoints, workloads, policies, warnings}', () => {
-    const r = run(path.join(FIX, 'istio/configdump/endpoints-sidecar.json'), '--json');
+    const r = run(istioFixture('configdump', 'endpoints-sidecar.json'), '--json');
     assert.equal(r.code, 0, r.err);
     const j = JSON.parse(r.out);
     assert.deepEqual(Object.keys(j), ['services', 'endpoints', 'workloads', 'policies', 'warnings']);
@@ -48,7 +48,7 @@ describe('sockmesh xds translate', () => {
   });
 
   test('an ambient Authorization (YAML): the L4 policy rendered readably', () => {
-    const r = run(path.join(FIX, 'istio/ambient-authorization/allow-groups.yaml'));
+    const r = run(istioFixture('ambient-authorization', 'allow-groups.yaml'));
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /\/groups\s+ALLOW\s+namespace\s+ambient\s+\(port = 80 and source namespace = "only-l4-ns" and principal = "spiffe:\/\/only-l4-principals"\) or \(source namespace = "when-l4-ns" and source ip in 10\.10\.10\.10\/32\)/);
   });
@@ -103,11 +103,11 @@ describe('sockmesh xds translate', () => {
 
   test('exit 1: unreadable, unparseable, or nothing recognised; exit 2: usage', () => {
     assert.equal(run(path.join(tmp, 'missing.json')).code, 1);
-    const trunc = fs.readFileSync(path.join(FIX, 'istio/configdump/waypoint-full.json'), 'utf8').slice(0, 5000);
+    const trunc = fs.readFileSync(istioFixture('configdump', 'waypoint-full.json'), 'utf8').slice(0, 5000);
     const r = run(write('trunc.json', trunc));
     assert.equal(r.code, 1);
     assert.match(r.err, /not valid JSON or YAML/);
-    const k8s = run(path.join(FIX, 'istio/authz-rbac/tcp-allow-only-http-in.yaml'));
+    const k8s = run(istioFixture('authz-rbac', 'tcp-allow-only-http-in.yaml'));
     assert.equal(k8s.code, 1, 'an AuthorizationPolicy (the user-facing CRD) is not an xDS resource');
     assert.match(k8s.err, /nothing recognised/);
     assert.equal(run().code, 2);

@@ -1,4 +1,4 @@
-// Envoy → model: the real Istio config dumps (test/fixtures/translate/istio/configdump, copies of
+// Envoy → model: the real Istio config dumps (test/fixtures/istio/configdump, copies of
 // the shared fixtures) and a hand-written sidecar-shaped resource set
 // (test/fixtures/translate/sidecar-synthetic.json) covering what the dumps do not.
 import assert from 'node:assert/strict';
@@ -9,11 +9,11 @@ import type { Endpoint, Model } from '../core/model';
 import { translateConfigDump, translateEnvoy } from '../xds/translate/envoy';
 import { serviceOfCluster } from '../xds/translate/envoy-clusters';
 import type { TranslateResult } from '../xds/translate/result';
-import { fixtureDir } from './fixture-dir';
+import { fixtureDir, istioFixture } from './fixture-dir';
 
 const fixturesDir = (): string => fixtureDir('translate');
 const FIX = fixturesDir();
-const load = (rel: string): any => JSON.parse(fs.readFileSync(path.join(FIX, rel), 'utf8'));
+const load = (rel: string): any => JSON.parse(fs.readFileSync(path.resolve(FIX, rel), 'utf8'));
 
 const eps = (m: Model, service: string, port?: number): Endpoint[] =>
   m.endpoints.filter((e) => e.service === service && (port === undefined || e.servicePort === port));
@@ -22,7 +22,7 @@ const backends = (m: Model, service: string, port?: number): string[] =>
 const warned = (r: TranslateResult, resource: string, re: RegExp): boolean => r.warnings.some((w) => w.resource.startsWith(resource) && re.test(w.reason));
 
 describe('endpoints-sidecar.json (a bare EndpointsConfigDump)', () => {
-  const dump = load('istio/configdump/endpoints-sidecar.json');
+  const dump = load(istioFixture('configdump', 'endpoints-sidecar.json'));
   const r = translateConfigDump(dump);
 
   test('the fixture holds 37 ClusterLoadAssignments: 5 static (bootstrap) and 32 dynamic (EDS)', () => {
@@ -113,7 +113,7 @@ describe('endpoints-sidecar.json (a bare EndpointsConfigDump)', () => {
 });
 
 describe('waypoint-full.json (a whole waypoint dump)', () => {
-  const r = translateConfigDump(load('istio/configdump/waypoint-full.json'));
+  const r = translateConfigDump(load(istioFixture('configdump', 'waypoint-full.json')));
 
   test('the internal listener matcher maps VIP 10.104.171.68 ports 8000 and 8100 to httpbin', () => {
     assert.deepEqual(r.model.services, [
@@ -143,13 +143,13 @@ describe('waypoint-full.json (a whole waypoint dump)', () => {
 });
 
 describe('http-route-cluster-listener.json', () => {
-  const r = translateConfigDump(load('istio/configdump/http-route-cluster-listener.json'));
+  const r = translateConfigDump(load(istioFixture('configdump', 'http-route-cluster-listener.json')));
   test('a route config no listener uses and a subset cluster without endpoints give no service, with a warning for the route', () => {
     assert.deepEqual(r.model, { services: [], endpoints: [], workloads: [], policies: { l4: [], l7: [] } });
     assert.deepEqual(r.warnings, [{ resource: 'route http.8080', reason: 'not used by any listener, so no VIP:port leads to it; not translated' }]);
   });
   test('the route and cluster are understood once a listener uses them', () => {
-    const d = load('istio/configdump/http-route-cluster-listener.json');
+    const d = load(istioFixture('configdump', 'http-route-cluster-listener.json'));
     const listener = {
       name: '0.0.0.0_8080',
       address: { socket_address: { address: '10.96.50.1', port_value: 8080 } },

@@ -1,5 +1,5 @@
 // Envoy RBAC filters → L4 (kernel) / L7 (proxy): every `*-out*.yaml` of
-// test/fixtures/translate/istio/authz-rbac (what istiod generates from the `*-in.yaml` policies).
+// test/fixtures/istio/authz-rbac (what istiod generates from the `*-in.yaml` policies).
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -8,10 +8,9 @@ import { parse } from 'yaml';
 import type { L4Expr } from '../core/model';
 import { NEVER, renderExpr, simplify } from '../xds/translate/expr';
 import { classifyRbacFilter, policyName, regexToExpr, splitRbacFilters } from '../xds/translate/rbac';
-import { fixtureDir } from './fixture-dir';
+import { istioFixture } from './fixture-dir';
 
-const fixturesDir = (): string => fixtureDir('translate');
-const DIR = path.join(fixturesDir(), 'istio', 'authz-rbac');
+const DIR = istioFixture('authz-rbac');
 const filter = (f: string): any => parse(fs.readFileSync(path.join(DIR, f), 'utf8'));
 const DEST = { ip: '10.96.0.20', port: 8000, service: 'foo/httpbin' };
 const SCOPE = { kind: 'destinations', destinations: [{ ip: '10.96.0.20', port: 8000 }] };

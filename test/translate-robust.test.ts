@@ -13,11 +13,11 @@ import { translateConfigDump, translateEnvoy } from '../xds/translate/envoy';
 import { splitRbacFilters } from '../xds/translate/rbac';
 import { validateResource } from '../xds/translate/validate';
 import { TYPE } from '../xds/types';
-import { fixtureDir } from './fixture-dir';
+import { fixtureDir, istioFixture } from './fixture-dir';
 
 const fixturesDir = (): string => fixtureDir('translate');
 const FIX = fixturesDir();
-const text = (rel: string): string => fs.readFileSync(path.join(FIX, rel), 'utf8');
+const text = (rel: string): string => fs.readFileSync(path.resolve(FIX, rel), 'utf8');
 
 function rng(seed: number): () => number {
   return () => {
@@ -85,7 +85,7 @@ function assertSane(m: Model, ctx: string): void {
 }
 
 describe('mutated resources: rejected whole, or translated sanely', () => {
-  const dump = JSON.parse(text('istio/configdump/endpoints-sidecar.json'));
+  const dump = JSON.parse(text(istioFixture('configdump', 'endpoints-sidecar.json')));
   const clas: any[] = dump.configs[0].dynamic_endpoint_configs.map((e: any) => e.endpoint_config);
   const syn = JSON.parse(text('sidecar-synthetic.json'));
 
@@ -126,7 +126,7 @@ describe('mutated resources: rejected whole, or translated sanely', () => {
   });
 
   test('ambient authorizations and addresses: 150 mutations', () => {
-    const dir = path.join(FIX, 'istio', 'ambient-authorization');
+    const dir = istioFixture('ambient-authorization');
     const auths = fs.readdirSync(dir).filter((f) => !f.endsWith('-in.yaml')).map((f) => parse(fs.readFileSync(path.join(dir, f), 'utf8')));
     const b = (s: string) => Buffer.from(s.split('.').map(Number)).toString('base64');
     const addrs: any[] = [
@@ -151,7 +151,7 @@ describe('mutated resources: rejected whole, or translated sanely', () => {
   });
 
   test('RBAC filters: 300 mutations never throw; invalid ones are rejected whole', () => {
-    const dir = path.join(FIX, 'istio', 'authz-rbac');
+    const dir = istioFixture('authz-rbac');
     const filters = fs.readdirSync(dir).filter((f) => /-out\d*\.yaml$/.test(f)).map((f) => parse(fs.readFileSync(path.join(dir, f), 'utf8')));
     for (let n = 0; n < 300; n++) {
       const bad = mutate(pick(filters));
@@ -165,7 +165,7 @@ describe('mutated resources: rejected whole, or translated sanely', () => {
 describe('truncated and random input', () => {
   test('config dumps cut anywhere: JSON.parse fails or the translation is sane', () => {
     for (const f of ['endpoints-sidecar.json', 'waypoint-full.json', 'http-route-cluster-listener.json']) {
-      const t = text(`istio/configdump/${f}`);
+      const t = text(istioFixture('configdump', f));
       for (let n = 0; n < 20; n++) {
         const cut = t.slice(0, Math.floor(rand() * t.length));
         let doc: unknown;
@@ -182,7 +182,7 @@ describe('truncated and random input', () => {
 
   test('YAML fixtures cut anywhere', () => {
     for (const f of ['ambient-authorization/allow-full.yaml', 'authz-rbac/tcp-deny-both-http-tcp-out.yaml', 'authz-rbac/http-single-policy-out.yaml']) {
-      const t = text(`istio/${f}`);
+      const t = text(istioFixture(f));
       for (let n = 0; n < 40; n++) {
         let doc: any;
         try {

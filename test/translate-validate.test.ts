@@ -6,11 +6,11 @@ import { describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { TYPE } from '../xds/types';
 import { validateResource } from '../xds/translate/validate';
-import { fixtureDir } from './fixture-dir';
+import { fixtureDir, istioFixture } from './fixture-dir';
 
 const fixturesDir = (): string => fixtureDir('translate');
 const FIX = fixturesDir();
-const json = (rel: string): any => JSON.parse(fs.readFileSync(path.join(FIX, rel), 'utf8'));
+const json = (rel: string): any => JSON.parse(fs.readFileSync(path.resolve(FIX, rel), 'utf8'));
 
 const cla = (lbEndpoints: unknown[]) => ({ clusterName: 'c', endpoints: [{ lbEndpoints }] });
 const ep = (address: string, portValue: unknown, extra: object = {}) => ({ endpoint: { address: { socketAddress: { address, portValue } } }, ...extra });
@@ -137,7 +137,7 @@ describe('every real fixture resource is valid', () => {
   test('config dumps, the synthetic set, ambient authorizations', () => {
     const check = (t: string, name: string, o: unknown) => assert.equal(validateResource(t, name, o), null, `${t} ${name}`);
     for (const f of ['endpoints-sidecar.json', 'waypoint-full.json', 'http-route-cluster-listener.json']) {
-      for (const c of json(`istio/configdump/${f}`).configs) {
+      for (const c of json(istioFixture('configdump', f)).configs) {
         for (const e of [...(c.static_endpoint_configs ?? []), ...(c.dynamic_endpoint_configs ?? [])]) check(TYPE.ENDPOINT, e.endpoint_config.cluster_name, e.endpoint_config);
         for (const e of [...(c.static_clusters ?? []), ...(c.dynamic_active_clusters ?? [])]) check(TYPE.CLUSTER, e.cluster.name, e.cluster);
         for (const e of c.dynamic_listeners ?? []) check(TYPE.LISTENER, e.name, e.active_state.listener);
@@ -150,7 +150,7 @@ describe('every real fixture resource is valid', () => {
     for (const x of syn.endpoints) check(TYPE.ENDPOINT, x.clusterName, x);
     for (const x of syn.listeners) check(TYPE.LISTENER, x.name, x);
     for (const x of syn.routes) check(TYPE.ROUTE, x.name, x);
-    const dir = path.join(FIX, 'istio', 'ambient-authorization');
+    const dir = istioFixture('ambient-authorization');
     for (const f of fs.readdirSync(dir).filter((f) => !f.endsWith('-in.yaml'))) {
       const a = parse(fs.readFileSync(path.join(dir, f), 'utf8'));
       check(TYPE.AUTHORIZATION, a.name, a);

@@ -4,13 +4,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { decodeToJson, encodeJson } from '../xds/proto/json';
 import { translateAmbient, translateEnvoy, validateResource } from '../xds/translate';
 import { TYPE, type TypeUrl } from '../xds/types';
+import { istioFixture } from './fixture-dir';
 
 const dump = JSON.parse(
-  fs.readFileSync(path.resolve(__dirname, '../../test/fixtures/translate/istio/configdump/endpoints-sidecar.json'), 'utf8'),
+  fs.readFileSync(istioFixture('configdump', 'endpoints-sidecar.json'), 'utf8'),
 );
 
 /** Deterministic PRNG (mulberry32), so a failure can be replayed. */
