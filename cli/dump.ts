@@ -241,7 +241,7 @@ function noNames(): Omit<AgentNames, 'note'> {
 
 /**
  * SPIFFE ids, workload and policy names from the running agent's /config-dump: the identity numbers are
- * derived from the model's workloads (model/identity.ts) and the rule ids from its L4 policies
+ * derived from the model's workloads (core/identity.ts) and the rule ids from its L4 policies
  * (datapath/policy.ts), by the same functions the reconciler uses.
  * Only used when that agent manages the datapath being read (its /debug/state names the bpffs).
  */

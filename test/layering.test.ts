@@ -19,7 +19,7 @@ export const LAYERS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['abi', ['core', 'native']],
   ['config', ['core']],
   ['xds', ['core', 'config']],
-  ['proxy', ['core', 'abi', 'native']],
+  ['proxy', ['core', 'abi']],
   ['mesh-agent', ['core', 'native', 'abi', 'config', 'xds', 'proxy']],
   ['cli', ['core', 'native', 'abi', 'config', 'xds', 'proxy', 'mesh-agent']],
   // Tools around the product: the sandbox (network namespaces, pods) knows nothing of sockmesh.
@@ -149,4 +149,35 @@ test('the check sees an upward import and a cycle (it is not vacuous)', () => {
   assert.ok(e.some((x) => x.to === 'test/fixture-dir'), 'own import of ./fixture-dir not seen');
   const dyn = edges(repoRoot(), ['cli/main.ts']);
   assert.ok(dyn.some((x) => top(x.to) === 'proxy'), "cli/main.ts's import() of the proxy not seen");
+});
+
+test("the README's folder table names every top-level folder, and says what each may import as LAYERS does", () => {
+  const root = repoRoot();
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+  const start = readme.indexOf('| directory | may import | what |');
+  assert.ok(start >= 0, 'README: the folder table (| directory | may import | what |) is missing');
+  const rows = readme.slice(start).split('\n').slice(2);
+  const table = new Map<string, string>();
+  for (const row of rows) {
+    if (!row.startsWith('|')) break;
+    const [dirs, imports] = row.split('|').slice(1, 3);
+    for (const d of dirs.matchAll(/`([^`/]+)\/`/g)) table.set(d[1], imports.trim());
+  }
+  const folders = fs
+    .readdirSync(root, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && !e.name.startsWith('.') && !['node_modules', 'dist', 'build'].includes(e.name))
+    .map((e) => e.name);
+  for (const f of folders) assert.ok(table.has(f), `README folder table has no row for ${f}/`);
+  for (const d of table.keys()) assert.ok(folders.includes(d), `README folder table names ${d}/, which does not exist`);
+  // The "may import" column says what LAYERS says (spelled out, or "all of the above" / "nothing").
+  const order = LAYERS.map(([n]) => n);
+  for (const [name, deps] of LAYERS) {
+    const said = table.get(name);
+    if (said === undefined || ['test', 'bench', 'demo'].includes(name)) continue;
+    if (said === 'nothing') assert.deepEqual(deps, [], `${name}/`);
+    else if (said === 'all of the above') {
+      const above = order.slice(0, order.indexOf(name)).filter((n) => n !== 'sandbox');
+      assert.deepEqual([...deps].sort(), above.sort(), `${name}/: "all of the above"`);
+    } else assert.deepEqual([...said.matchAll(/`([^`]+)`/g)].map((m) => m[1]).sort(), [...deps].sort(), `${name}/`);
+  }
 });

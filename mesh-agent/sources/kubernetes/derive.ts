@@ -48,7 +48,7 @@ export interface Derived {
   pods: LocalPod[];
 }
 
-/** The Workload the model has, plus `cgroup` (proposed for model/types.ts; see README.md). */
+/** The Workload the model has (core/model.ts), with its `cgroup`. */
 export type K8sWorkload = Workload & { cgroup?: string };
 
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
