@@ -18,9 +18,14 @@ export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:15021';
 
 export type AdminAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
+/**
+ * 127.0.0.0/8 or ::1 (in any spelling). Not ::ffff:127.0.0.1: a listener on it is an IPv6 socket
+ * (ipv6Only) on an IPv4-mapped address, which the kernel refuses to bind.
+ */
 function isLoopbackIp(host: string): boolean {
-  const a = parseAddress(host); // 0::1 and ::ffff:127.0.0.1 count too (core/ip.ts)
-  if (!a) return false;
+  if (!net.isIPv4(host) && !net.isIPv6(host)) return false;
+  const a = parseAddress(host);
+  if (!a || (a.family === 4 && net.isIPv6(host))) return false;
   return a.family === 4 ? a.bytes[0] === 127 : formatAddress(a) === '::1';
 }
 

@@ -39,6 +39,16 @@ const ambientBytes = (text: string): string => {
   return b.toString('base64');
 };
 
+/** Envoy's network RBAC filter denying connections from the range. */
+const denyFrom = (address: string, prefixLen: number) => ({
+  name: 'envoy.filters.network.rbac',
+  typedConfig: {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC',
+    statPrefix: 'tcp.',
+    rules: { action: 'DENY', policies: { p: { permissions: [{ any: true }], principals: [{ directRemoteIp: { addressPrefix: address, prefixLen } }] } } },
+  },
+});
+
 test('core: every form of the address is one address, and in every form of the range', () => {
   for (const a of ADDRESS_FORMS) {
     assert.equal(canonicalIp(a), '10.1.2.3', a);
@@ -65,16 +75,7 @@ test('config file: a mapped VIP or workload IP is the IPv4 address', () => {
 
 test('translators: Envoy RBAC and ambient Authorization give the one IPv4 range for every form', () => {
   for (const [r, len] of RANGE_FORMS) {
-    const split = splitRbacFilters({ ip: '10.9.0.1', port: 80 }, [
-      {
-        name: 'envoy.filters.network.rbac',
-        typedConfig: {
-          '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC',
-          statPrefix: 'tcp.',
-          rules: { action: 'DENY', policies: { p: { permissions: [{ any: true }], principals: [{ directRemoteIp: { addressPrefix: r, prefixLen: len } }] } } },
-        },
-      },
-    ]);
+    const split = splitRbacFilters({ ip: '10.9.0.1', port: 80 }, [denyFrom(r, len)]);
     assert.equal(split.rejected, undefined, `${r}/${len}: ${split.rejected}`);
     assert.equal(split.l4.length, 1, `${r}/${len}`);
     const sources: Cidr[] = [];
@@ -134,16 +135,7 @@ describe('[kernel] a DENY written in IPv4-mapped form holds for IPv4 pods in the
 
   const model = (range: [string, number]): Model => {
     const w = (n: string): Workload => ({ namespace: 'default', name: n, serviceAccount: n, ips: [sb.pod(n).ipv4], node: 'node1', cgroup: sb.pod(n).cgroupPath });
-    const split = splitRbacFilters({ ip: sb.pod('web').ipv4, port: 8080 }, [
-      {
-        name: 'envoy.filters.network.rbac',
-        typedConfig: {
-          '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC',
-          statPrefix: 'tcp.',
-          rules: { action: 'DENY', policies: { p: { permissions: [{ any: true }], principals: [{ directRemoteIp: { addressPrefix: range[0], prefixLen: range[1] } }] } } },
-        },
-      },
-    ]);
+    const split = splitRbacFilters({ ip: sb.pod('web').ipv4, port: 8080 }, [denyFrom(...range)]);
     assert.equal(split.l4.length, 1);
     return {
       services: [{ namespace: 'default', name: 'web', vips: [VIP], ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }] }],
