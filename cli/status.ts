@@ -1,6 +1,8 @@
 // `sockmesh status`: what is attached, how full each map is, and the datapath counters, read
-// straight from the pinned kernel objects (no agent needs to be running).
+// straight from the pinned kernel objects (no agent needs to be running), and what the running
+// kernel can do (probed here, as the agent probes it at start).
 import { Datapath } from '../mesh-agent/datapath/datapath';
+import { type KernelFeatures, probeFeatures } from '../mesh-agent/datapath/features';
 import { DEFAULT_BPFFS_DIR, MAP_NAMES } from '../abi/pins';
 
 export interface StatusReport {
@@ -8,6 +10,7 @@ export interface StatusReport {
   programs: Array<{ name: string; attachType: string; progId: number; linkId?: number; tag: string }>;
   maps: Array<{ name: string; entries: number | null; capacity: number; usage: number | null }>;
   counters: Record<string, string>;
+  kernel: KernelFeatures;
 }
 
 /**
@@ -26,7 +29,7 @@ export function readStatus(bpffsDir = DEFAULT_BPFFS_DIR): StatusReport {
       return { name, entries, capacity, usage: entries === null || !capacity ? null : entries / capacity };
     });
     const counters = Object.fromEntries(Object.entries(dp.counters()).map(([k, v]) => [k, v.toString()]));
-    return { bpffsDir, programs: dp.programs, maps, counters };
+    return { bpffsDir, programs: dp.programs, maps, counters, kernel: probeFeatures() };
   } finally {
     dp.close();
   }
@@ -59,5 +62,18 @@ export function formatStatus(s: StatusReport): string {
   );
   out.push('', 'COUNTERS');
   out.push(table([['COUNTER', 'VALUE'], ...Object.entries(s.counters).map(([k, v]) => [k, v])]));
+  out.push('', `KERNEL FEATURES (Linux ${s.kernel.kernel})`);
+  out.push(
+    table([
+      ['FEATURE', 'PRESENT', 'NEEDED', 'SINCE', 'WITHOUT IT'],
+      ...s.kernel.features.map((f) => [
+        f.name,
+        f.present ? 'yes' : f.error ? 'probe failed' : 'no',
+        f.required ? 'required' : 'optional',
+        f.since ?? '-',
+        f.required ? 'the agent refuses to start' : (f.fallback ?? '-'),
+      ]),
+    ]),
+  );
   return out.join('\n');
 }

@@ -23,6 +23,8 @@ export type DatapathErrorCode =
   | 'SM_LINK_FOREIGN' // a pinned link belongs to another cgroup
   | 'SM_NOT_INSTALLED' // no datapath pinned at the given bpffs directory
   | 'SM_AGENT_RUNNING' // another agent already manages this datapath
+  | 'SM_KERNEL_FEATURE' // the running kernel lacks a feature the datapath cannot do without (named)
+  | 'SM_VERIFIER' // the kernel's verifier rejected one of our programs (named, with the log's tail)
   | 'SM_KERNEL'; // a kernel operation failed (see cause)
 
 export type UsageErrorCode = 'SM_USAGE'; // bad command line or option value

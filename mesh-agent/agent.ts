@@ -128,6 +128,14 @@ export class Agent extends EventEmitter<AgentEvents> {
         throw e;
       }
       this.attached = true;
+      const k = this.dp.features;
+      if (k) {
+        this.log.info('kernel features', {
+          kernel: k.kernel,
+          present: k.features.filter((f) => f.present).map((f) => f.name),
+          absent: k.features.filter((f) => !f.present).map((f) => `${f.name}${f.fallback ? ` (${f.fallback})` : ''}`),
+        });
+      }
       for (const p of this.dp.programs) {
         this.log.info('program', { name: p.name, attach: p.attachType, outcome: p.outcome, progId: p.progId, linkId: p.linkId });
       }

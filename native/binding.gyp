@@ -10,6 +10,7 @@
         "src/log_capture.cc",
         "src/maps.cc",
         "src/object.cc",
+        "src/probes.cc",
         "src/progs.cc"
       ],
       "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],

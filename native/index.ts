@@ -174,6 +174,11 @@ interface Addon {
   objGet(path: string): number;
   isBpffs(path: string): boolean;
   libbpfVersion(): string;
+  probeProgType(progType: number): boolean;
+  probeMapType(mapType: number): boolean;
+  probeHelper(progType: number, helperId: number, expectedAttachType?: number): boolean;
+  probeMapLink(progType: number, attachType: number, mapType: number): boolean;
+  probeLockedLookup(): boolean;
   consts: Readonly<Record<string, number>>;
 }
 
@@ -341,6 +346,37 @@ export function progQuery(targetFd: number, attachType: number, queryFlags = 0):
 
 export function progInfo(progFd: number): ProgInfo {
   return native().progInfo(progFd);
+}
+
+// --- feature probes: each asks the running kernel (loads or creates a throwaway object, attaches
+// nothing); true/false is its answer, a BpfError means the probe itself could not run (EPERM). ---
+
+/** Whether the kernel loads programs of this BPF_PROG_TYPE_*. */
+export function probeProgType(progType: number): boolean {
+  return native().probeProgType(progType);
+}
+
+/** Whether the kernel creates maps of this BPF_MAP_TYPE_*. */
+export function probeMapType(mapType: number): boolean {
+  return native().probeMapType(mapType);
+}
+
+/**
+ * Whether programs of `progType` may call the helper numbered `helperId` (enum bpf_func_id); some
+ * types need their expected attach type (cgroup sock_addr: e.g. BPF_CGROUP_INET4_CONNECT).
+ */
+export function probeHelper(progType: number, helperId: number, expectedAttachType?: number): boolean {
+  return expectedAttachType === undefined ? native().probeHelper(progType, helperId) : native().probeHelper(progType, helperId, expectedAttachType);
+}
+
+/** Whether a program of `progType` attaches through a bpf_link to a map of `mapType` with `attachType`. */
+export function probeMapLink(progType: number, attachType: number, mapType: number): boolean {
+  return native().probeMapLink(progType, attachType, mapType);
+}
+
+/** Whether map lookups and updates take BPF_F_LOCK (values holding a bpf_spin_lock). */
+export function probeLockedLookup(): boolean {
+  return native().probeLockedLookup();
 }
 
 export function progGetFdById(id: number): number {

@@ -5,7 +5,8 @@
 // Output: one JSON object per line on stdout. Servers print {"event":"listening",...} once ready
 // and run until killed. Clients exit 0 even when individual operations fail (the results are in
 // the JSON), 2 on bad usage, 3 when the overall --timeout-ms (default 60 000) expires (after
-// printing {"error":"timeout",...}).
+// printing {"error":"timeout",...}). Timeouts (not durations) are scaled by SOCKMESH_TIME_SCALE
+// (time-scale.ts).
 //
 // Subcommands:
 //   serve      --port P --name N [--host ::] [--mode id|echo|sink|pingpong] [--verbose]
@@ -25,6 +26,7 @@ import { createHash } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import { scaled } from './time-scale';
 
 type Flags = Record<string, string | true>;
 
@@ -234,7 +236,7 @@ async function ids(f: Flags): Promise<void> {
   const t = parseTarget(str(f, 'target'));
   const count = int(f, 'count', 1, 1);
   const conc = Math.min(int(f, 'concurrency', 1, 1), count);
-  const cto = int(f, 'connect-timeout-ms', 5000, 1);
+  const cto = scaled(int(f, 'connect-timeout-ms', 5000, 1));
   const idsOut: Record<string, number> = {};
   const errors: Record<string, number> = {};
   let peer: IdResult['peer'] | null = null;
@@ -256,7 +258,7 @@ async function connectLoop(f: Flags): Promise<void> {
   const t = parseTarget(str(f, 'target'));
   const dur = int(f, 'duration-ms', undefined, 1);
   const interval = int(f, 'interval-ms', 0);
-  const cto = int(f, 'connect-timeout-ms', 2000, 1);
+  const cto = scaled(int(f, 'connect-timeout-ms', 2000, 1));
   const end = Date.now() + dur;
   while (Date.now() < end) {
     let t0 = 0n;
@@ -271,7 +273,7 @@ async function connectLoop(f: Flags): Promise<void> {
 
 async function connectOnce(f: Flags): Promise<void> {
   const t = parseTarget(str(f, 'target'));
-  const cto = int(f, 'connect-timeout-ms', 5000, 1);
+  const cto = scaled(int(f, 'connect-timeout-ms', 5000, 1));
   const start = hrNow();
   const ms = (): number => Number(hrNow() - start) / 1e6;
   await new Promise<void>((resolve) => {
@@ -420,7 +422,7 @@ async function transfer(f: Flags): Promise<void> {
   const conns = int(f, 'conns', 1, 1);
   const mode = str(f, 'mode', 'echo');
   const seed = int(f, 'seed', 1);
-  const cto = int(f, 'connect-timeout-ms', 5000, 1);
+  const cto = scaled(int(f, 'connect-timeout-ms', 5000, 1));
   if (mode !== 'echo' && mode !== 'sink') throw new UsageError(`bad --mode '${mode}'`);
   const start = hrNow();
   const res = await Promise.all(Array.from({ length: conns }, (_x, i) => transferOne(t, bytes, chunk, mode, seed + i, cto)));
@@ -451,7 +453,7 @@ async function udp(f: Flags): Promise<void> {
   const t = parseTarget(str(f, 'target'));
   const payload = str(f, 'payload', 'ping');
   const count = int(f, 'count', 1, 1);
-  const rto = int(f, 'reply-timeout-ms', 2000, 1);
+  const rto = scaled(int(f, 'reply-timeout-ms', 2000, 1));
   const sock = dgram.createSocket(t.family === 6 ? 'udp6' : 'udp4');
   let waiter: ((m: { msg: Buffer; rinfo: dgram.RemoteInfo } | null) => void) | null = null;
   const queue: Array<{ msg: Buffer; rinfo: dgram.RemoteInfo }> = [];
@@ -585,7 +587,7 @@ async function pingpong(f: Flags): Promise<void> {
   const rounds = int(f, 'rounds', undefined, 1);
   const warmup = int(f, 'warmup', Math.min(1000, Math.ceil(rounds / 10)));
   const conns = int(f, 'conns', 1, 1);
-  const cto = int(f, 'connect-timeout-ms', 5000, 1);
+  const cto = scaled(int(f, 'connect-timeout-ms', 5000, 1));
   let cs: Array<{ round: () => Promise<number>; close: () => void }>;
   try {
     cs = await Promise.all(Array.from({ length: conns }, () => pingpongConn(t, size, cto)));
@@ -674,7 +676,7 @@ async function main(): Promise<void> {
     const fn = clients[cmd];
     if (!fn) throw new UsageError(`unknown subcommand '${cmd}'`);
     const defTimeout = cmd === 'connect-loop' ? int(flags, 'duration-ms', 0) + 60_000 : 60_000;
-    const timeoutMs = int(flags, 'timeout-ms', defTimeout, 1);
+    const timeoutMs = scaled(int(flags, 'timeout-ms', defTimeout, 1));
     const timer = setTimeout(() => {
       out({ error: 'timeout', cmd, timeout_ms: timeoutMs });
       process.exit(3);

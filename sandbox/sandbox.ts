@@ -40,6 +40,7 @@ import { ChildProcess, SpawnOptions, spawn as cpSpawn, spawnSync } from 'node:ch
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { scaled } from './time-scale';
 
 export interface PodSpec {
   name: string;
@@ -169,7 +170,7 @@ function run(argv: string[], input?: string): string {
     input,
     encoding: 'utf8',
     stdio: ['pipe', 'pipe', 'pipe'],
-    timeout: 30_000,
+    timeout: scaled(30_000),
   });
   if (r.error) throw new Error(`sandbox: \`${argv.join(' ')}\` failed to run: ${r.error.message}`);
   if (r.status !== 0) {
@@ -183,7 +184,7 @@ function run(argv: string[], input?: string): string {
 
 /** Like run() but never throws; returns whether it succeeded. */
 function tryRun(argv: string[], input?: string): boolean {
-  const r = spawnSync(argv[0], argv.slice(1), { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000 });
+  const r = spawnSync(argv[0], argv.slice(1), { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], timeout: scaled(30_000) });
   if (r.status !== 0) debug(`\`${argv.join(' ')}\` -> ${r.status ?? r.signal ?? r.error?.message}: ${(r.stderr || '').trim()}`);
   return r.status === 0;
 }
@@ -281,7 +282,7 @@ function cgroupPopulated(cg: string): boolean {
 /** Kill every process in the cgroup subtree `cg`, wait for it to be empty, rmdir bottom-up. */
 function destroyCgroupTree(cg: string): void {
   if (!fs.existsSync(cg)) return;
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + scaled(10_000);
   const killFile = path.join(cg, 'cgroup.kill');
   let useKill = fs.existsSync(killFile);
   while (cgroupPopulated(cg) && Date.now() < deadline) {
@@ -772,7 +773,7 @@ function collect(child: ChildProcess, opts: ExecOptions): Promise<ExecResult> {
     const timer = setTimeout(() => {
       timedOut = true;
       killGroup(child);
-    }, opts.timeoutMs ?? 60_000);
+    }, scaled(opts.timeoutMs ?? 60_000));
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(e);
@@ -803,8 +804,9 @@ export function parseJsonLines(text: string): any[] {
   return out;
 }
 
-/** Wait for a spawned podtool server's `{"event":"listening"}` line. */
-export function waitServer(child: ChildProcess, timeoutMs: number, what = 'server'): Promise<ServerHandle> {
+/** Wait for a spawned podtool server's `{"event":"listening"}` line (`timeoutMs` on the host, scaled). */
+export function waitServer(child: ChildProcess, hostTimeoutMs: number, what = 'server'): Promise<ServerHandle> {
+  const timeoutMs = scaled(hostTimeoutMs);
   return new Promise((resolve, reject) => {
     const lines: any[] = [];
     let buf = '';

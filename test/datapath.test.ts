@@ -13,6 +13,7 @@ import { CounterName } from '../abi/codecs';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { createLogger } from '../core/log';
 import { parseJsonLines, PODTOOL_PATH, Sandbox, ServerHandle } from '../sandbox/sandbox';
+import { scaled, waitUntil } from '../sandbox/time-scale';
 import { kernelSkip } from './kernel';
 
 const SOCKMESH = path.resolve(__dirname, '../../bin/sockmesh');
@@ -158,7 +159,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     const r = await sb.podtool('client', ['connect', '--target', `${VIP_EMPTY}:80`]);
     assert.equal(r.last.ok, false);
     assert.equal(r.last.err, 'ECONNREFUSED');
-    assert.ok(r.last.ms < 5000, `took ${r.last.ms} ms: that is a timeout, not a rejection`);
+    assert.ok(r.last.ms < scaled(5000), `took ${r.last.ms} ms: that is a timeout, not a rejection`);
     assert.equal(delta(before, counters(), 'connect_no_backend'), 1);
   });
 
@@ -313,7 +314,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
       return lines;
     };
     const waitFor = async (lines: any[], msg: string) => {
-      for (let i = 0; i < 200 && !lines.some((l) => l.msg === msg); i++) await new Promise((r) => setTimeout(r, 50));
+      await waitUntil(() => lines.some((l) => l.msg === msg), 10_000, 50);
       const l = lines.find((x) => x.msg === msg);
       assert.ok(l, `agent never logged "${msg}"`);
       return l;
@@ -330,7 +331,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
       timeoutMs: 120_000,
     });
     // Wait until the long-lived connection is up (both ends in the sockhash) before the kill.
-    for (let i = 0; i < 200 && counters().sock_local_pair < base + 2n; i++) await new Promise((r) => setTimeout(r, 25));
+    await waitUntil(() => counters().sock_local_pair >= base + 2n, 5000);
     assert.ok(counters().sock_local_pair >= base + 2n, 'the long-lived connection never came up');
     a1.kill('SIGKILL');
     await new Promise((r) => a1.once('exit', r));

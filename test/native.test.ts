@@ -10,6 +10,7 @@ import * as path from 'node:path';
 
 import * as bpf from '../native/index';
 import { BpfError, consts as C } from '../native/index';
+import { scaled } from '../sandbox/time-scale';
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 const skip = isRoot ? false : 'native BPF tests need root (bpf syscalls, bpffs, cgroup2)';
@@ -491,7 +492,7 @@ describe('native libbpf addon', { skip }, () => {
           process.execPath,
           "const s=require('dgram').createSocket('udp4');s.connect(9,'127.0.0.1',()=>s.close())",
         ],
-        { encoding: 'utf8', timeout: 20000 },
+        { encoding: 'utf8', timeout: scaled(20_000) },
       );
       assert.equal(child.status, 0, child.stderr);
       const count = (i: number): bigint => bpf.mapLookup(counter, u32(i), 8)!.readBigUInt64LE(0);

@@ -14,6 +14,7 @@ import { createLogger } from '../core/log';
 import type { Model } from '../core/model';
 import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
+import { waitUntil } from '../sandbox/time-scale';
 import { kernelSkip } from './kernel';
 
 const VIP_HTTP = '198.19.0.50';
@@ -138,11 +139,11 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     });
     proxy.stdout!.on('data', (d) => (proxyOut += d));
     proxy.stderr!.on('data', (d) => (proxyErr += d));
-    for (let i = 0; i < 200 && !proxyErr.includes('"policies applied"'); i++) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(() => proxyErr.includes('"policies applied"'), 10_000, 50);
     assert.match(proxyErr, /"policies applied"/, proxyErr);
     // ...and the datapath now exempts the proxy's cgroup, learned from the proxy itself.
     const proxyCgroup = fs.statSync(proxyPod.cgroupPath, { bigint: true }).ino;
-    for (let i = 0; i < 100 && agent.datapath.proxyConfig()?.proxyCgroupId !== proxyCgroup; i++) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(() => agent.datapath.proxyConfig()?.proxyCgroupId === proxyCgroup, 5000, 50);
     assert.equal(agent.datapath.proxyConfig()?.proxyCgroupId, proxyCgroup);
   });
 

@@ -9,6 +9,7 @@ import * as bpf from '../../native';
 import { DatapathError } from '../../core/errors';
 import { config as configCodec, COUNTER_NAMES, CounterName, DatapathConfig } from '../../abi/codecs';
 import { RawMap } from './maps';
+import { describeMissing, type KernelFeatures, missingRequired, probeFeatures } from './features';
 import * as pins from '../../abi/pins';
 import { DEFAULT_BPFFS_DIR, findCgroup2Mount, MAP_NAMES, type MapName, OBJECTS } from '../../abi/pins';
 
@@ -35,6 +36,32 @@ export interface ProgramStatus {
 
 export function defaultObjDir(): string {
   return process.env.SOCKMESH_BPF_DIR ?? path.resolve(__dirname, '../../../build/bpf');
+}
+
+/** Lines of the verifier's own log kept in a rejection's message (the whole log is in its details). */
+const VERIFIER_TAIL_LINES = 8;
+
+/**
+ * A program of ours the verifier refused: the error names the program and the object, and carries
+ * the last lines of the verifier's log (the reason is at its end), so an operator on a kernel we
+ * did not test can report exactly what failed.
+ */
+export function verifierRejection(object: string, kernel: string, err: bpf.BpfError): DatapathError {
+  const log = err.verifierLog ?? '';
+  const program = /prog '([^']+)': (?:BPF program load failed|failed to load|-- BEGIN PROG LOAD LOG --)/.exec(log)?.[1] ?? 'unknown';
+  const begin = log.indexOf('-- BEGIN PROG LOAD LOG --');
+  const end = log.indexOf('-- END PROG LOAD LOG --', begin);
+  const body = begin >= 0 ? log.slice(log.indexOf('\n', begin) + 1, end >= 0 ? end : undefined) : log;
+  const tail = body
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter((l) => l && !l.startsWith('libbpf: '))
+    .slice(-VERIFIER_TAIL_LINES);
+  return new DatapathError(
+    'SM_VERIFIER',
+    `the kernel's verifier (Linux ${kernel}) rejected program ${program} of ${object}; the log ends:\n  ${tail.join('\n  ')}`,
+    { cause: err, details: { program, object, kernel, verifierLog: log } },
+  );
 }
 
 /** Mount bpffs at /sys/fs/bpf when nothing is mounted there (as systemd normally does). */
@@ -125,6 +152,8 @@ export class Datapath {
   readonly bpffsDir: string;
   readonly maps: Record<MapName, RawMap>;
   readonly programs: ProgramStatus[];
+  /** What the kernel can do, as probed by install() (undefined for a datapath only opened). */
+  features?: KernelFeatures;
   private rcuInnerFd = -1;
 
   private constructor(bpffsDir: string, maps: Record<MapName, RawMap>, programs: ProgramStatus[]) {
@@ -142,6 +171,15 @@ export class Datapath {
     const bpffsDir = settings.bpffsDir ?? DEFAULT_BPFFS_DIR;
     const objDir = settings.objDir ?? defaultObjDir();
     const cg = checkAttachCgroup(settings.cgroupPath);
+    const features = probeFeatures();
+    const missing = missingRequired(features);
+    if (missing.length) {
+      throw new DatapathError(
+        'SM_KERNEL_FEATURE',
+        `kernel ${features.kernel} lacks what the datapath needs: ${describeMissing(features, missing)}. Nothing was loaded or attached.`,
+        { details: { kernel: features.kernel, missing: missing.map((f) => f.name) } },
+      );
+    }
     if (bpffsDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
     const mapsDir = pins.mapsDir(bpffsDir);
     const linksDir = pins.linksDir(bpffsDir);
@@ -177,6 +215,7 @@ export class Datapath {
               { cause: e },
             );
           }
+          if (err.code === 'SM_VERIFIER') throw verifierRejection(name, features.kernel, err);
           throw e;
         }
       }
@@ -187,7 +226,9 @@ export class Datapath {
       const isMsg = (x: { p: bpf.ProgramDesc }) => x.p.attachType === bpf.consts.BPF_SK_MSG_VERDICT;
       for (const { obj, p } of all.filter(isMsg)) programs.push(Datapath.attachSkMsg(obj, p));
       for (const { p } of all.filter((x) => !isMsg(x))) programs.push(Datapath.attachCgroupProgram(p, cgFd, cg.id, linksDir));
-      return new Datapath(bpffsDir, Datapath.openMaps(bpffsDir), programs);
+      const dp = new Datapath(bpffsDir, Datapath.openMaps(bpffsDir), programs);
+      dp.features = features;
+      return dp;
     } finally {
       if (cgFd >= 0) bpf.closeFd(cgFd);
       // Links, the sockhash and the pins now hold the programs and maps; our object fds can go.

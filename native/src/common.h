@@ -94,5 +94,6 @@ void InitMaps(Napi::Env env, Napi::Object exports);
 void InitProgs(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
 void InitConsts(Napi::Env env, Napi::Object exports);
+void InitProbes(Napi::Env env, Napi::Object exports);
 
 }  // namespace smbpf
