@@ -138,7 +138,7 @@ export interface TraceResult {
 
 /** Canonical text of an address; ::ffff:a.b.c.d becomes a.b.c.d, as the kernel treats it (core/ip.ts). */
 function canonical(ip: string): string {
-  const c = canonicalIp(ip);
+  const c = canonicalIp(ip, { zone: true });
   if (c === undefined) throw new Error(`${JSON.stringify(ip)} is not an IP address`);
   return c;
 }

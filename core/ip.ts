@@ -82,13 +82,16 @@ export interface ParseAddressOptions {
 export function parseAddress(text: string, opts: ParseAddressOptions = {}): IpAddress | undefined {
   if (typeof text !== 'string') return undefined;
   let t = text;
-  if (opts.brackets && t.startsWith('[') && t.endsWith(']')) t = t.slice(1, -1);
+  const bracketed = opts.brackets === true && t.startsWith('[') && t.endsWith(']');
+  if (bracketed) t = t.slice(1, -1);
   const pct = t.indexOf('%');
   if (pct >= 0) {
-    if (!opts.zone) return undefined;
+    // A zone belongs to IPv6 text only, and names something.
+    if (!opts.zone || pct === t.length - 1) return undefined;
     t = t.slice(0, pct);
+    if (!isIPv6(t)) return undefined;
   }
-  if (isIPv4(t)) return { family: 4, bytes: v4Bytes(t) };
+  if (isIPv4(t)) return bracketed ? undefined : { family: 4, bytes: v4Bytes(t) };
   if (isIPv6(t)) return fold(v6Bytes(t));
   return undefined;
 }
@@ -150,7 +153,7 @@ function clearHostBits(bytes: Uint8Array, prefixLen: number): Uint8Array {
  */
 export function parseRange(address: string, prefixLen: number): IpRange | string {
   if (typeof address !== 'string' || address.includes('%') || address.includes('/')) {
-    return `${JSON.stringify(address)} is not an IP address (write the prefix length separately)`;
+    return `${JSON.stringify(address)} is not an IP address (write the prefix length in prefixLen)`;
   }
   if (!isIPv4(address) && !isIPv6(address)) return `${JSON.stringify(address)} is not an IP address`;
   const v4 = isIPv4(address);
@@ -263,7 +266,7 @@ export type Family = typeof AF_INET | typeof AF_INET6;
 
 /** The kernel's family of an address (IPv4-mapped is AF_INET, as the programs normalise it). */
 export function familyOf(ip: string): Family {
-  const a = parseAddress(ip);
+  const a = parseAddress(ip, { zone: true });
   if (!a) throw new Error(`not an IP address: ${JSON.stringify(ip)}`);
   return a.family === 4 ? AF_INET : AF_INET6;
 }
@@ -277,7 +280,10 @@ export function ipToBytes(ip: string): Buffer {
   return out;
 }
 
-/** Inverse of ipToBytes: canonical text of `__be32 addr[4]` of the given kernel family. */
+/**
+ * Inverse of ipToBytes: canonical text of `__be32 addr[4]` of the given kernel family (16 bytes
+ * that hold an IPv4-mapped address are the IPv4 address, as everywhere).
+ */
 export function bytesToIp(b: Uint8Array, family: number): string {
-  return family === AF_INET ? formatAddress({ family: 4, bytes: b.subarray(0, 4) }) : formatAddress({ family: 6, bytes: b.subarray(0, 16) });
+  return formatAddress(family === AF_INET ? { family: 4, bytes: b.subarray(0, 4) } : fold(Uint8Array.from(b.subarray(0, 16))));
 }

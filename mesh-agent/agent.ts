@@ -7,11 +7,11 @@
 import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
 import { FileSource, ModelSource, SourceSnapshot } from './sources/source';
+import { AF_INET, familyOf } from '../core/ip';
 import { Datapath, DatapathSettings } from './datapath/datapath';
 import { DEFAULT_BPFFS_DIR } from '../abi/pins';
 import { ApplyReport, desiredState, Reconciler } from './datapath/reconciler';
 import * as fs from 'node:fs';
-import { isIP } from 'node:net';
 import { ProxyControlClient } from '../abi/proxy-control';
 import { acquireAgentLock } from './lock';
 import { L7Policy, Model, serviceRef } from '../core/model';
@@ -167,7 +167,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.dp!.configureProxy(null); // nothing is steered without a proxy
       return;
     }
-    const fam = isIP(p.host);
+    const fam = familyOf(p.host) === AF_INET ? 4 : 6; // ::ffff:a.b.c.d is IPv4 (core/ip.ts)
     // Steering is on from the start, so HTTP rules fail closed while no proxy runs (connects to
     // those services are refused). The proxy's own cgroup, exempt from steering, comes from
     // --proxy-cgroup or from the proxy itself when it connects (its hello).

@@ -6,7 +6,7 @@ import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 import { DEFAULT_BPFFS_DIR, findCgroup2Mount } from '../abi/pins';
 import { createLogger, type Logger } from '../core/log';
-import { canonicalIp } from '../core/ip';
+import { parseIp } from '../core/ip';
 import { DEFAULT_PROXY_CONTROL, ownCgroupId, ProxyConfigMessage, serveControl } from '../abi/proxy-control';
 import { KernelOrigins } from './origin';
 import { compileRbacFilters } from './rbac';
@@ -32,8 +32,9 @@ export function compilePolicies(m: Pick<ProxyConfigMessage, 'l7'>, logger?: Logg
   const table = new Map<string, Evaluator>();
   for (const p of m.l7) {
     const { ip: raw, port } = p.destination;
-    const ip = raw === undefined ? undefined : canonicalIp(raw);
-    if (raw !== undefined && ip === undefined) throw new Error(`L7 policy destination ${JSON.stringify(raw)} is not an IP address`);
+    const parsed = raw === undefined ? undefined : parseIp(raw);
+    if (parsed && !parsed.ok) throw new Error(`L7 policy destination ${JSON.stringify(raw)} is not an IP address`);
+    const ip = parsed?.ok ? parsed.address : undefined;
     const key = ip === undefined ? `:${port}` : ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
     table.set(key, compileRbacFilters(p.filters.map((f) => ({ name: f.name, config: f.config })), { logger }));
   }

@@ -109,6 +109,8 @@ test('kernel codecs: every form is written as the same IPv4 key', () => {
     assert.deepEqual(ipToBytes(a), ipToBytes('10.1.2.3'), a);
     assert.deepEqual(steerKey.encode({ ip: a, port: 4000 }), want, a);
   }
+  // A dual-stack peer may carry a zone: the key is that of the address.
+  assert.deepEqual(steerKey.encode({ ip: 'fe80::1%eth0', port: 4000 }), steerKey.encode({ ip: 'fe80::1', port: 4000 }));
 });
 
 test('L7 proxy: the RBAC evaluator and the peer address agree for every form', () => {

@@ -59,7 +59,7 @@ export interface FilterSummary {
 }
 
 export interface CompileOptions {
-  /** Warnings at compile time, and the first fail-closed evaluation of each policy, go here (mesh-agent's Logger fits). */
+  /** Warnings at compile time, and the first fail-closed evaluation of each policy, go here (core/log.ts's Logger fits). */
   logger?: { warn(msg: string, fields?: Record<string, unknown>): void };
 }
 

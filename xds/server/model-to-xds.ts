@@ -30,7 +30,7 @@
 
 import { isIP } from 'node:net';
 import type { Endpoint, Model, Service, ServicePort, Workload } from '../../core/model';
-import { ipToBytes } from '../../core/ip';
+import { AF_INET, AF_INET6, familyOf, ipToBytes } from '../../core/ip';
 import { TYPE, type Json, type TypeUrl } from '../types';
 
 export interface ModelToXdsOptions {
@@ -63,11 +63,11 @@ export function outboundClusterName(port: number, hostname: string, protocol: 'T
 
 function ipB64(ip: string): string {
   const b = ipToBytes(ip);
-  return (isIP(ip) === 4 ? b.subarray(0, 4) : b).toString('base64');
+  return (familyOf(ip) === AF_INET ? b.subarray(0, 4) : b).toString('base64');
 }
 
 function hostPort(host: string, port: number): string {
-  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+  return isIP(host) && familyOf(host) === AF_INET6 ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** Whether an endpoint serves a port of its service (servicePort: number = any protocol, name = that port). */
@@ -225,8 +225,8 @@ export function modelToXds(model: Model, opts: ModelToXdsOptions = {}): JsonReso
       const t = p.targetPort ?? p.port;
       ports.set(`${p.port}/${t}`, { servicePort: p.port, targetPort: t });
     }
-    const v4 = s.vips.some((v) => isIP(v) === 4);
-    const v6 = s.vips.some((v) => isIP(v) === 6);
+    const v4 = s.vips.some((v) => familyOf(v) === AF_INET);
+    const v6 = s.vips.some((v) => familyOf(v) === AF_INET6);
     out.push({
       typeUrl: TYPE.ADDRESS,
       name: `${s.namespace}/${host}`,

@@ -23,14 +23,13 @@
 //   bare IP), so 0 only comes from an explicit /0; we follow ztunnel and warn when the address has
 //   host bits set (which suggests a forgotten length).
 
-import { parseIp } from '../../core/ip';
 import type { Cidr, Endpoint, L4Expr, L4Policy, Model, PolicyScope, Service, StringMatch, Workload } from '../../core/model';
 import { serviceRef } from '../../core/model';
 import { TYPE } from '../types';
 import { MAX_WEIGHT } from './envoy-clusters';
 import { ANY, NEVER, simplify } from './expr';
 import { arr, decodeBytes, enumName, errorText, field, has, int, intField, ipFromBytes, isObj, Json, obj, str } from './json';
-import { rangeFromBytes, toCidr } from '../../core/ip';
+import { parseIp, rangeFromBytes, toCidr } from '../../core/ip';
 import { TranslateResult, Warnings } from './result';
 import { AUTHZ_ACTIONS, AUTHZ_SCOPES, LB_HEALTH_POLICIES, LB_MODES, LB_SCOPES, validateResource, WORKLOAD_STATUSES } from './validate';
 
@@ -62,13 +61,14 @@ function principalMatch(m: unknown): L4Expr | undefined {
 function cidrOf(a: unknown, where: string, w: Warnings, label: string): Cidr | undefined {
   const b = decodeBytes(field(a, 'address'));
   if (!b) return undefined;
-  const bits = b.length * 8;
+  const bits = b.length * 8; // the length as written: ::ffff:a.b.c.d/128 is the IPv4 host a.b.c.d
   const len = intField(a, 'length') ?? 0;
   const r = rangeFromBytes(b, len);
   if (typeof r === 'string') return undefined;
   const c = toCidr(r);
-  if (len === 0 && b.some((x) => x !== 0)) {
-    w.add(label, `${where}: ${ipFromBytes(b)} with length 0 matches every IPv${bits === 32 ? 4 : 6} address (as in ztunnel); was /${bits} meant?`);
+  // A prefix of 0 (or ::ffff:x/96) on a non-zero address is more likely a missing length than "everyone".
+  if (r.prefixLen === 0 && ipFromBytes(b) !== c.address) {
+    w.add(label, `${where}: ${ipFromBytes(b)} with length ${len} matches every IPv${r.family} address (as in ztunnel); was /${bits} meant?`);
   }
   return c;
 }

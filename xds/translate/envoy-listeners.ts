@@ -24,7 +24,7 @@ import { parseIp } from '../../core/ip';
 import type { Protocol } from '../../core/model';
 import { serviceOfCluster } from './envoy-clusters';
 import { arr, bool, field, has, int, intField, isObj, Json, obj, str, typedConfig } from './json';
-import { hostBits, makeCidr } from '../../core/ip';
+import { hostBits, makeCidr, parseAddress } from '../../core/ip';
 import { HTTP_RBAC, HTTP_RBAC_TYPE, NETWORK_RBAC, NETWORK_RBAC_TYPE, RbacFilterInput, SplitOptions } from './rbac';
 import { Warnings } from './result';
 
@@ -315,7 +315,7 @@ export function translateListener(l: Json, routes: Map<string, Json>, usedRoutes
     const text = str(a, 'address') ?? '';
     const p = parseIp(text);
     if (p.ok) ips.push(p.address);
-    else if (text === '0.0.0.0' || text === '::') wildcard = true;
+    else if (parseAddress(text)?.bytes.every((b) => b === 0)) wildcard = true; // 0.0.0.0, ::, ::ffff:0.0.0.0, 0:0::0
     else w.add(`listener ${lname}`, `address ${text}: ${p.reason}; it cannot be a VIP`);
   }
   if (ips.length === 0) {
