@@ -8,12 +8,18 @@ import * as path from 'node:path';
 
 const dir = __dirname;
 const only = process.argv.slice(2);
-const files = fs
-  .readdirSync(dir)
-  .filter((f) => f.endsWith('.test.js'))
-  .filter((f) => !only.length || only.some((o) => f.includes(o)))
+// An argument names a test file (`native` is native.test.js, not bench-native.test.js); one that
+// names no file selects every file whose name contains it.
+const all = fs.readdirSync(dir).filter((f) => f.endsWith('.test.js'));
+const selects = (o: string, f: string): boolean => (all.includes(`${o}.test.js`) ? f === `${o}.test.js` : f.includes(o));
+const files = all
+  .filter((f) => !only.length || only.some((o) => selects(o, f)))
   .sort()
   .map((f) => path.join(dir, f));
+if (only.length && !files.length) {
+  process.stderr.write(`no test file matches ${only.join(', ')}\n`);
+  process.exit(2);
+}
 const tap = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sockmesh-test-')), 'report.tap');
 
 const r = spawnSync(
