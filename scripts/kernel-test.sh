@@ -10,13 +10,16 @@
 # /dev, bpffs, cgroup2 (at the host's path) and tmpfs at /tmp, /run, /var/tmp; no network device.
 # COMMAND runs as root in the caller's directory with PATH, HOME, CI, SOCKMESH_* (and a few
 # locale/terminal variables) passed through, plus SOCKMESH_TIME_SCALE (1 under KVM, 10 under
-# software emulation, for the tests' fixed waits) and SOCKMESH_VM_KERNEL (the guest's release).
+# software emulation, for the tests' fixed waits; a value the caller sets wins) and
+# SOCKMESH_VM_KERNEL (the guest's release). COMMAND's stdin is empty.
 # Its output is streamed to stdout and its exit status is this script's (124: timed out,
 # 125: the VM itself failed). The command must already be built: nothing in the repository is
 # writable from the guest.
 #
 # Environment: SOCKMESH_KERNEL_CACHE (default /var/cache/sockmesh/kernels) holds the unpacked
-# kernels, their initramfs and the KVM verdict; SOCKMESH_VM_ACCEL=kvm|tcg skips the KVM probe.
+# kernels, their initramfs and the KVM verdict; SOCKMESH_VM_ACCEL=kvm|tcg skips the KVM probe;
+# SOCKMESH_VM_DEBUG=1 prints the guest's console (kernel and init messages) after the run;
+# SOCKMESH_VM_CPU overrides qemu's -cpu (default: host under KVM, qemu64 under TCG).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -82,7 +85,10 @@ for p in "$cwd" "$cache"; do
 done
 
 # ---------------------------------------------------------------------------------------------
-# Cleanup: every process this script starts and every temp file, whatever way it ends.
+# Cleanup: every process this script starts and every temp file, whatever way it ends. The
+# trap covers signals that can be caught; each background process is also started with a
+# parent-death signal (setpriv --pdeathsig), so that even a SIGKILL of this script takes qemu
+# and virtiofsd with it (only the temp directory is then left behind).
 
 tmp=
 qemu_pid=
@@ -107,7 +113,14 @@ trap 'say "interrupted"; exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
+# Temp directories of earlier runs that were SIGKILLed (the one thing no trap can clean).
+for d in "${TMPDIR:-/tmp}"/sockmesh-vm.*; do
+  if [ -f "$d/pid" ] && ! kill -0 "$(cat "$d/pid")" 2>/dev/null; then rm -rf "$d"; fi
+done
+caller_tty=0
+[ -t 1 ] && caller_tty=1
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockmesh-vm.XXXXXX")
+echo $$ >"$tmp/pid"
 
 # ---------------------------------------------------------------------------------------------
 # Host tools. Debian 12's QEMU 7.2 ships the C virtiofsd in qemu-system-common (pulled in by
@@ -131,7 +144,7 @@ command -v depmod >/dev/null 2>&1 || need+=(kmod)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   apt_update_once
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 busybox=/bin/busybox
 
@@ -153,7 +166,7 @@ if [ ! -f "$kdir/version" ]; then
   dpkg -x "$kdir.partial"/dl/*.deb "$kdir.partial/root"
   rm -rf "$kdir.partial/dl"
   kver=$(ls "$kdir.partial/root/lib/modules")
-  [ -n "$kver" ] && [ -f "$kdir.partial/root/boot/vmlinuz-$kver" ] || die "$pkg has no kernel image"
+  [ -f "$kdir.partial/root/boot/vmlinuz-$kver" ] || die "$pkg has no kernel image"
   # The package ships no modules.dep (its postinst would run depmod): make it here.
   depmod -b "$kdir.partial/root" "$kver"
   echo "$kver" >"$kdir.partial/version"
@@ -233,16 +246,19 @@ fi
 # mount table changes, and the namespace (with its mounts) goes away with virtiofsd. The bind is
 # not recursive, so the host's /proc, /sys, /dev and other mounts stay out of the guest's view,
 # except those that hold the caller's directory or the kernel cache, which are added.
+# cache=always lets the guest keep file pages and lookups between opens (node starts 4x faster
+# than with cache=auto, which rereads its binary at every exec); the price is that a host file
+# changed while the guest runs may be seen in its old state until the run ends.
 
 cgroup2=$(awk '$3 == "cgroup2" { print $2 }' /proc/mounts | sort | awk 'NR == 1 || $0 == "/sys/fs/cgroup" { p = $0 } END { print p }')
 cgroup2=${cgroup2:-/sys/fs/cgroup}
-extra_mounts=$(for p in "$cwd" "$cache"; do findmnt -n -o TARGET --target "$p"; done | grep -vx / | sort -u || true)
+mapfile -t extra_mounts < <(for p in "$cwd" "$cache"; do findmnt -n -o TARGET --target "$p"; done | grep -vx / | sort -u)
 
 start_virtiofsd() {
   local sock=$1 share="$tmp/share"
   mkdir -p "$share"
   # shellcheck disable=SC2016 # expanded by the inner shell
-  unshare --mount --propagation private -- bash -c '
+  setpriv --pdeathsig KILL -- unshare --mount --propagation private -- bash -c '
     set -e
     share=$1 sock=$2 vfsd=$3; shift 3
     mount --bind / "$share"
@@ -251,8 +267,8 @@ start_virtiofsd() {
       mount --bind "$m" "$share$m"
       mount -o remount,bind,ro "$share$m"
     done
-    exec "$vfsd" --socket-path="$sock" -o source="$share" -o cache=auto -o log_level=warn
-  ' _ "$share" "$sock" "$virtiofsd" $extra_mounts 2>>"$tmp/virtiofsd.log" &
+    exec "$vfsd" --socket-path="$sock" -o source="$share" -o cache=always -o log_level=warn
+  ' _ "$share" "$sock" "$virtiofsd" "${extra_mounts[@]}" 2>>"$tmp/virtiofsd.log" &
   vfsd_pid=$!
   for _ in $(seq 100); do
     [ -S "$sock" ] && return 0
@@ -265,7 +281,8 @@ start_virtiofsd() {
 
 # ---------------------------------------------------------------------------------------------
 # One boot: $1 accelerator, $2 timeout (s), $3 the job directory (vm.conf, command.sh).
-# Returns the command's exit status, 124 on timeout, 125 when the guest never reported one.
+# Returns the command's exit status, 124 on timeout, 125 when the guest never reported one, and
+# says which in $outcome (exited, timeout, failed).
 
 sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quoted for any POSIX shell
 
@@ -280,13 +297,16 @@ boot() {
   (cd "$job" && find sockmesh | "$busybox" cpio -o -H newc 2>/dev/null) >"$tmp/job.cpio"
   cat "$initrd" "$tmp/job.cpio" >"$tmp/initrd"
 
-  # -cpu host is what KVM wants; under TCG "max" gives every feature QEMU can emulate.
-  if [ "$accel" = kvm ]; then cpu=host; else cpu=max; fi
+  # Under TCG a plain qemu64 CPU: with "max", glibc and V8 pick AVX2/XSAVE-heavy code paths
+  # that QEMU emulates slowly (exec-heavy work measured 2x slower, plain loops 1.5x).
+  if [ "$accel" = kvm ]; then cpu=host; else cpu=qemu64; fi
+  cpu=${SOCKMESH_VM_CPU:-$cpu}
   # mitigations=off: the guest runs only our tests, and page-table isolation makes every system
   # call flush the emulated TLB, which costs TCG dearly. panic=-1 with -no-reboot: a guest that
   # panics ends qemu at once instead of waiting for the timeout.
   local append="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off rdinit=/init"
-  timeout --kill-after=5 "$limit" qemu-system-x86_64 \
+  setpriv --pdeathsig KILL -- timeout --kill-after=5 "$limit" \
+    setpriv --pdeathsig KILL -- qemu-system-x86_64 \
     -nodefaults -nographic -no-reboot -nic none \
     -machine q35 -accel "$accel" -cpu "$cpu" -smp "$cpus" -m "${mem}M" \
     -object "memory-backend-memfd,id=mem,size=${mem}M,share=on" -numa node,memdev=mem \
@@ -297,25 +317,33 @@ boot() {
     </dev/null 2>"$tmp/qemu.log" &
   qemu_pid=$!
   rc=0
-  wait "$qemu_pid" || rc=$?
+  # (2>/dev/null: bash's own "Aborted" notice; qemu's reason is in qemu.log)
+  wait "$qemu_pid" 2>/dev/null || rc=$?
   qemu_pid=
   # virtiofsd ends when qemu closes the socket; make sure before the next boot.
   kill "$vfsd_pid" 2>/dev/null || true
   wait "$vfsd_pid" 2>/dev/null || true
   vfsd_pid=
 
-  status=$(tr -d '\r' <"$tmp/console.log" 2>/dev/null | sed -n 's/^SOCKMESH_VM_EXIT=\([0-9]*\)$/\1/p' | tail -n 1)
-  if [ -n "$status" ]; then return "$status"; fi
-  [ "$rc" = 124 ] && return 124
+  status=$(tr -d '\r' <"$tmp/console.log" 2>/dev/null | sed -n 's/^.*SOCKMESH_VM_EXIT=\([0-9]*\)$/\1/p' | tail -n 1)
+  if [ -n "$status" ]; then outcome=exited; return "$status"; fi
+  if [ "$rc" = 124 ]; then outcome=timeout; return 124; fi
+  outcome=failed
   return 125
 }
 
 # What to show when a boot did not get as far as the command's exit status.
+# (Without the firmware's terminal escapes, and without the lines QEMU 7.2's virtiofsd prints
+# at every normal disconnect.)
 show_failure() {
   say "--- last lines of the guest's console ---"
-  tail -n 40 "$tmp/console.log" 2>/dev/null | tr -d '\r' >&2 || true
+  tail -n 40 "$tmp/console.log" 2>/dev/null | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' >&2 || true
+  echo >&2
   if [ -s "$tmp/qemu.log" ]; then say "--- qemu ---"; tail -n 20 "$tmp/qemu.log" >&2; fi
-  if [ -s "$tmp/virtiofsd.log" ]; then say "--- virtiofsd ---"; tail -n 20 "$tmp/virtiofsd.log" >&2; fi
+  if grep -qv -e 'fv_remove_watch: TODO' -e 'Unexpected poll revents' "$tmp/virtiofsd.log" 2>/dev/null; then
+    say "--- virtiofsd ---"
+    grep -v -e 'fv_remove_watch: TODO' -e 'Unexpected poll revents' "$tmp/virtiofsd.log" | tail -n 20 >&2
+  fi
 }
 
 # $1: job directory; the rest: the command. Writes what the guest's init reads.
@@ -327,7 +355,7 @@ make_job() {
     echo "SM_KVER=$(sq "$kver")"
     echo "SM_MODDIR=$(sq "$moddir")"
     echo "SM_CGROUP2=$(sq "$cgroup2")"
-    if [ -t 1 ]; then echo "SM_TTY=1"; else echo "SM_TTY=0"; fi
+    echo "SM_TTY=$caller_tty"
   } >"$job/sockmesh/vm.conf"
   # Only chosen variables cross: the rest of the caller's environment (TMPDIR, XDG_*, the
   # session's) describes the host, not the guest.
@@ -351,29 +379,38 @@ make_job() {
 accel_file="$kdir/accel"
 if [ -n "${SOCKMESH_VM_ACCEL:-}" ]; then
   case "$SOCKMESH_VM_ACCEL" in kvm | tcg) accel=$SOCKMESH_VM_ACCEL ;; *) die "SOCKMESH_VM_ACCEL must be kvm or tcg" ;; esac
-elif [ -f "$accel_file" ]; then
+elif [ -f "$accel_file" ] && { [ "$(cat "$accel_file")" = tcg ] || [ -w /dev/kvm ]; }; then
   accel=$(cat "$accel_file")
 elif [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
   say "probing KVM with $kver (once; the verdict is kept in $accel_file)"
   make_job "$tmp/probe" 1 true
-  if boot kvm 30 "$tmp/probe"; then accel=kvm; else accel=tcg; fi
+  if boot kvm 30 "$tmp/probe"; then
+    accel=kvm
+  else
+    accel=tcg
+    say "KVM does not boot $kver ($outcome${outcome:+: }$(tail -n 1 "$tmp/qemu.log" 2>/dev/null)); using TCG"
+  fi
   echo "$accel" >"$accel_file"
   rm -rf "$tmp/probe"
 else
   accel=tcg
 fi
 flock -u 9 # the cache is complete: other runs may go on
+exec 9>&-
 
 if [ "$accel" = kvm ]; then scale=1; else scale=10; fi
 say "kernel $kver, accelerator $accel, SOCKMESH_TIME_SCALE=${SOCKMESH_TIME_SCALE:-$scale}, ${mem} MiB, $cpus cpus"
 
 make_job "$tmp/job" "$scale" "$@"
 rc=0
+outcome=
 boot "$accel" "$timeout_s" "$tmp/job" || rc=$?
-case "$rc" in
-  124) say "timed out after ${timeout_s}s; the VM was stopped"; show_failure ;;
-  125) if [ ! -s "$tmp/console.log" ] || ! grep -aq '^SOCKMESH_VM_EXIT=' "$tmp/console.log"; then
-         say "the VM failed before reporting the command's exit status"; show_failure
-       fi ;;
+if [ -n "${SOCKMESH_VM_DEBUG:-}" ]; then
+  say "--- the guest's console (SOCKMESH_VM_DEBUG) ---"
+  tr -d '\r' <"$tmp/console.log" >&2 || true
+fi
+case "$outcome" in
+  timeout) say "timed out after ${timeout_s}s; the VM was stopped"; show_failure ;;
+  failed) say "the VM failed before reporting the command's exit status"; show_failure ;;
 esac
 exit "$rc"

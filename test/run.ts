@@ -7,7 +7,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 const dir = __dirname;
-const only = process.argv.slice(2);
+// --kernel-only: only the tests named [kernel] (and everything inside such a suite). The kernel
+// matrix (scripts/test-kernels.sh) uses it: the other tests do not depend on the kernel and have
+// already run on the host.
+const kernelOnly = process.argv.includes('--kernel-only');
+const only = process.argv.slice(2).filter((a) => a !== '--kernel-only');
 // An argument names a test file (`native` is native.test.js, not bench-native.test.js); one that
 // names no file selects every file whose name contains it.
 const all = fs.readdirSync(dir).filter((f) => f.endsWith('.test.js'));
@@ -27,6 +31,7 @@ const r = spawnSync(
   [
     '--test',
     '--test-concurrency=1', // the kernel tests share one machine's BPF and netns state
+    ...(kernelOnly ? ['--test-name-pattern=\\[kernel\\]'] : []),
     '--test-reporter=spec',
     '--test-reporter-destination=stdout',
     '--test-reporter=tap',
@@ -37,7 +42,10 @@ const r = spawnSync(
 );
 
 const report = fs.existsSync(tap) ? fs.readFileSync(tap, 'utf8') : '';
-const skipped = report.split('\n').filter((l) => /^\s*ok \d+ .*# SKIP/i.test(l));
+const skipped = report
+  .split('\n')
+  .filter((l) => /^\s*ok \d+ .*# SKIP/i.test(l))
+  .filter((l) => !(kernelOnly && /# SKIP test name does not match pattern/.test(l)));
 const kernelSkips = skipped.filter((l) => /\[kernel\]/.test(l));
 if (skipped.length) {
   process.stdout.write(`\nskipped tests:\n${skipped.map((l) => '  ' + l.trim()).join('\n')}\n`);
