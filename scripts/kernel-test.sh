@@ -60,9 +60,11 @@ done
 
 # The aliases are pinned so that a run is reproducible; bump them when Debian drops the package
 # (`apt-cache search cloud-amd64-unsigned` lists what is available).
+# `series` is the fallback when Debian has dropped the pinned build: the newest one of the series.
+series=
 case "$kernel_arg" in
-  6.1) pkg=linux-image-6.1.0-57-cloud-amd64-unsigned ;;
-  6.12) pkg=linux-image-6.12.118+deb12-cloud-amd64-unsigned ;;
+  6.1) pkg=linux-image-6.1.0-57-cloud-amd64-unsigned series='^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' ;;
+  6.12) pkg=linux-image-6.12.118+deb12-cloud-amd64-unsigned series='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$' ;;
   linux-image-*) pkg=$kernel_arg ;;
   *) say "unknown kernel: $kernel_arg"; usage ;;
 esac
@@ -154,6 +156,15 @@ busybox=/bin/busybox
 exec 9>"$cache/.lock"
 flock 9 # concurrent runs must not unpack or build the same thing at the same time
 
+if [ ! -f "$cache/$pkg/version" ] && [ -n "$series" ]; then
+  apt_update_once
+  if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+    newest=$(apt-cache search --names-only "$series" | awk '{print $1}' | sort -V | tail -n 1)
+    [ -n "$newest" ] || die "neither $pkg nor any other build of its series is in the package lists"
+    say "$pkg is no longer in the package lists; using $newest, the newest of its series"
+    pkg=$newest
+  fi
+fi
 kdir="$cache/$pkg"
 if [ ! -f "$kdir/version" ]; then
   say "fetching $pkg into $cache"

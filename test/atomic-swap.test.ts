@@ -11,6 +11,7 @@ import { Datapath } from '../mesh-agent/datapath/datapath';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import { Model } from '../core/model';
 import { parseJsonLines, PODTOOL_PATH, Sandbox, ServerHandle } from '../sandbox/sandbox';
+import { scaled } from '../sandbox/time-scale';
 import { kernelSkip } from './kernel';
 
 const VIP = '198.19.0.30';
@@ -45,7 +46,7 @@ describe('[kernel] atomic backend replacement under load', kernelSkip(), () => {
     assert.deepEqual(rec.apply(desiredState(model(BACKENDS[0]), 'node1')).errors, []);
     const c0 = dp.counters();
 
-    const child = sb.spawn('client', [process.execPath, PODTOOL_PATH, 'connect-loop', '--target', `${VIP}:80`, '--duration-ms', '4000'], {
+    const child = sb.spawn('client', [process.execPath, PODTOOL_PATH, 'connect-loop', '--target', `${VIP}:80`, '--duration-ms', String(scaled(4000))], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -63,9 +64,10 @@ describe('[kernel] atomic backend replacement under load', kernelSkip(), () => {
       const end = process.hrtime.bigint();
       assert.deepEqual(r.errors, []);
       applies.push({ start, end, backend });
-      // ~20 ms apart: an attempt (about a millisecond) then rarely overlaps two replacements, so
-      // most attempts have exactly one valid backend.
-      await new Promise((res) => setTimeout(res, 20));
+      // ~20 ms apart (host time; an emulated kernel stretches an attempt, so the gap is scaled):
+      // an attempt (about a millisecond) then rarely overlaps two replacements, so most attempts
+      // have exactly one valid backend.
+      await new Promise((res) => setTimeout(res, scaled(20)));
     }
     await exited;
 

@@ -42,6 +42,10 @@ describe('[kernel] feature probes', kernelSkip(), () => {
       assert.ok(f.required || f.fallback, `${f.name}: an optional feature says what happens without it`);
     }
     assert.ok(hasFeature(k, 'helper:cgroup_sock_addr:set_retval'));
+    // sk_msg links came with 6.10: the probe must tell the kernels of the matrix apart.
+    const [major, minor] = k.kernel.split(/[.-]/).map(Number);
+    if (major === 6 && minor < 10) assert.equal(hasFeature(k, 'link:sk_msg'), false, `${k.kernel} has no sk_msg links`);
+    if (major > 6 || (major === 6 && minor >= 10)) assert.equal(hasFeature(k, 'link:sk_msg'), true, `${k.kernel} has sk_msg links`);
     // The same probes answer no where the kernel refuses: a socket-map helper in an skb program,
     // set_retval outside cgroup programs, and a helper number no kernel has.
     const C = bpf.consts;

@@ -109,7 +109,7 @@ function assertBpfError(fn: () => unknown, code: string, op: string): BpfError {
   return caught;
 }
 
-describe('native libbpf addon', { skip }, () => {
+describe('[kernel] native libbpf addon', { skip }, () => {
   const pid = process.pid;
   const pinDir = path.join(BPFFS, `smnative-${pid}`);
   let cgDir = '';
