@@ -77,12 +77,13 @@ mkdir -p "$cache"
 cache=$(cd "$cache" && pwd -P)
 cwd=$(pwd -P)
 
-# The guest mounts its own tmpfs and kernel filesystems over these, so a directory below them
-# would not be the host's one in the guest.
-for p in "$cwd" "$cache"; do
+# The guest mounts its own kernel filesystems over these, so a directory below them cannot be the
+# host's one in the guest. (Below /tmp, /run and /var/tmp, which the guest covers with tmpfs, the
+# caller's directory is carried over: a CI checkout may live there. The cache is read by the host.)
+for p in "$cwd"; do
   case "$p/" in
-    /tmp/* | /run/* | /var/tmp/* | /proc/* | /sys/* | /dev/*)
-      die "$p is hidden in the guest (tmpfs or kernel filesystem there); use another directory" ;;
+    /proc/* | /sys/* | /dev/*)
+      die "$p is hidden in the guest (a kernel filesystem there); use another directory" ;;
   esac
 done
 
@@ -366,6 +367,7 @@ make_job() {
     echo "SM_KVER=$(sq "$kver")"
     echo "SM_MODDIR=$(sq "$moddir")"
     echo "SM_CGROUP2=$(sq "$cgroup2")"
+    echo "SM_CWD=$(sq "$cwd")"
     echo "SM_TTY=$caller_tty"
   } >"$job/sockmesh/vm.conf"
   # Only chosen variables cross: the rest of the caller's environment (TMPDIR, XDG_*, the
