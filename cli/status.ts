@@ -68,7 +68,7 @@ export function formatStatus(s: StatusReport): string {
       ['FEATURE', 'PRESENT', 'NEEDED', 'SINCE', 'WITHOUT IT'],
       ...s.kernel.features.map((f) => [
         f.name,
-        f.present ? 'yes' : f.error ? 'probe failed' : 'no',
+        f.present ? 'yes' : f.off ? 'off' : f.error ? 'probe failed' : 'no',
         f.required ? 'required' : 'optional',
         f.since ?? '-',
         f.required ? 'the agent refuses to start' : (f.fallback ?? '-'),

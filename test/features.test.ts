@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DatapathError } from '../core/errors';
 import { Datapath, defaultObjDir } from '../mesh-agent/datapath/datapath';
-import { HELPER_IDS, hasFeature, missingRequired, probeFeatures } from '../mesh-agent/datapath/features';
+import { featuresTurnedOff, HELPER_IDS, hasFeature, missingRequired, probeFeatures } from '../mesh-agent/datapath/features';
 import { findCgroup2Mount, OBJECTS } from '../abi/pins';
 import * as bpf from '../native';
 import { kernelSkip } from './kernel';
@@ -28,6 +28,12 @@ test('helper numbers are those of linux/bpf.h (enum bpf_func_id, in the order of
   const names = [...text.slice(from, text.indexOf('\n\n', from)).matchAll(/FN\(([a-z_0-9]+)/g)].map((m) => m[1]);
   assert.equal(names[0], 'unspec');
   for (const [name, id] of Object.entries(HELPER_IDS)) assert.equal(names.indexOf(name), id, name);
+});
+
+test('SOCKMESH_FEATURES_OFF names features by their status names; an unknown one is refused', () => {
+  assert.deepEqual([...featuresTurnedOff({ SOCKMESH_FEATURES_OFF: 'link:sk_msg, map:ringbuf' })], ['link:sk_msg', 'map:ringbuf']);
+  assert.deepEqual([...featuresTurnedOff({})], []);
+  assert.throws(() => featuresTurnedOff({ SOCKMESH_FEATURES_OFF: 'link:sk_msg,no-such' }), /unknown feature no-such/);
 });
 
 describe('[kernel] feature probes', kernelSkip(), () => {
@@ -121,6 +127,27 @@ char LICENSE[] SEC("license") = "GPL";
     }
     const links = path.join(bpffs, 'links');
     assert.deepEqual(fs.existsSync(links) ? fs.readdirSync(links) : [], []);
+  });
+
+  test('without a required feature the agent refuses to start, naming it, and attaches nothing', () => {
+    const cfg = path.join(tmp, 'mesh.yaml');
+    fs.writeFileSync(cfg, 'services:\n  - { name: web, vips: [198.19.9.9], ports: [{ port: 80 }] }\n');
+    // SOCKMESH_FEATURES_OFF makes the datapath see this kernel as one without bpf_set_retval.
+    const r = spawnSync(SOCKMESH, ['agent', '--config', cfg, '--cgroup', cg, '--bpffs', bpffs, '--admin', 'none'], {
+      encoding: 'utf8',
+      env: { ...process.env, SOCKMESH_FEATURES_OFF: 'helper:cgroup_sock_addr:set_retval' },
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /SM_KERNEL_FEATURE: kernel \S+ lacks what the datapath needs: helper:cgroup_sock_addr:set_retval \(.*Linux 5\.18; turned off by SOCKMESH_FEATURES_OFF\)\. Nothing was loaded or attached\./);
+    const cgFd = bpf.openPath(cg);
+    try {
+      assert.equal(bpf.progQuery(cgFd, bpf.consts.BPF_CGROUP_INET4_CONNECT).progIds.length, 0);
+    } finally {
+      bpf.closeFd(cgFd);
+    }
+    assert.deepEqual(fs.existsSync(path.join(bpffs, 'links')) ? fs.readdirSync(path.join(bpffs, 'links')) : [], []);
+    assert.deepEqual(fs.existsSync(path.join(bpffs, 'maps')) ? fs.readdirSync(path.join(bpffs, 'maps')) : [], []);
   });
 
   test('`sockmesh status` shows what the kernel can do, in text and JSON', () => {

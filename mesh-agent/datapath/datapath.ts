@@ -126,7 +126,7 @@ function sameProgram(progId: number, fresh: bpf.ProgInfo): boolean {
 
 /** Calls `fn` for each program attached to the pinned sockhash (fds valid during the call). */
 function forEachSkMsgProgram(bpffsDir: string, fn: (id: number, progFd: number, mapFd: number) => void): void {
-  const sockhash = path.join(pins.mapsDir(bpffsDir), 'sm_sockhash');
+  const sockhash = pins.mapPin(bpffsDir, 'sm_sockhash');
   if (!fs.existsSync(sockhash)) return;
   const mfd = bpf.objGet(sockhash);
   try {

@@ -10,6 +10,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as bpf from '../../native';
+import { UsageError } from '../../core/errors';
 
 export interface Feature {
   /** Stable name, as logged and shown: `helper:sock_ops:get_netns_cookie`, `link:sk_msg`, ... */
@@ -25,6 +26,8 @@ export interface Feature {
   present: boolean;
   /** Set when the probe itself failed (then `present` is false). */
   error?: string;
+  /** Turned off by SOCKMESH_FEATURES_OFF (then `present` is false whatever the kernel has). */
+  off?: true;
 }
 
 export interface KernelFeatures {
@@ -161,9 +164,22 @@ const SPECS: Spec[] = [
   },
 ];
 
-/** Asks the running kernel about every feature. Never throws: a failed probe is a missing feature with its error. */
+/**
+ * Feature names that SOCKMESH_FEATURES_OFF (comma-separated) turns off: the datapath then behaves
+ * as on a kernel without them, to try a fallback (or a refusal) on a kernel that has them.
+ */
+export function featuresTurnedOff(env: NodeJS.ProcessEnv = process.env): Set<string> {
+  const names = (env.SOCKMESH_FEATURES_OFF ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const unknown = names.filter((n) => !SPECS.some((f) => f.name === n));
+  if (unknown.length) throw new UsageError(`SOCKMESH_FEATURES_OFF: unknown feature ${unknown.join(', ')} (sockmesh status lists them)`);
+  return new Set(names);
+}
+
+/** Asks the running kernel about every feature. Never throws for a probe: a failed probe is a missing feature with its error. */
 export function probeFeatures(): KernelFeatures {
+  const off = featuresTurnedOff();
   const features = SPECS.map(({ probe, ...f }): Feature => {
+    if (off.has(f.name)) return { ...f, present: false, off: true };
     try {
       return { ...f, present: probe() };
     } catch (e) {
@@ -183,5 +199,7 @@ export function hasFeature(k: KernelFeatures, name: string): boolean {
 
 /** One line per missing required feature, for the refusal. */
 export function describeMissing(k: KernelFeatures, missing = missingRequired(k)): string {
-  return missing.map((f) => `${f.name} (${f.what}${f.since ? `; Linux ${f.since}` : ''}${f.error ? `; probe failed: ${f.error}` : ''})`).join('; ');
+  return missing
+    .map((f) => `${f.name} (${f.what}${f.since ? `; Linux ${f.since}` : ''}${f.error ? `; probe failed: ${f.error}` : ''}${f.off ? '; turned off by SOCKMESH_FEATURES_OFF' : ''})`)
+    .join('; ');
 }
