@@ -18,16 +18,25 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+enum sm_steer {
+	SM_STEER_NONE = 0, /* not for the proxy: translate to a backend as usual */
+	SM_STEER_DONE,     /* *out is the proxy */
+	SM_STEER_REFUSE,   /* the connect needs the proxy's verdict and cannot get it: refuse it */
+};
+
 /*
  * A TCP connect to a service with HTTP rules goes to the node's L7 proxy instead of a backend: on
- * success *out is the proxy's address, which the caller writes like any backend (and records for
- * getpeername, so the client still sees the VIP). The socket remembers where it was going
+ * SM_STEER_DONE *out is the proxy's address, which the caller writes like any backend (and records
+ * for getpeername, so the client still sees the VIP). The socket remembers where it was going
  * (socket-local storage); sockops publishes that, keyed by the client's address, once the
  * connection is up (map sm_steer), for the proxy to read. Connects from the proxy's own cgroup are
- * translated to a backend as usual. Returns 1 when steered.
+ * translated to a backend as usual (SM_STEER_NONE), and so is UDP, which carries no HTTP.
+ * Fail closed: without a proxy of the VIP's family, or without the socket state that tells the
+ * proxy where the connection was going, the HTTP rules could not be applied, so the connect is
+ * refused (SM_STEER_REFUSE) rather than sent to a backend unjudged.
  */
-static __always_inline int sm_steer_to_proxy(struct bpf_sock_addr *ctx, const struct sm_svc_key *vip,
-					     struct sm_backend *out)
+static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx, const struct sm_svc_key *vip,
+						       struct sm_backend *out)
 {
 	struct sm_sock_state *st;
 	struct sm_config *cfg;
@@ -35,19 +44,21 @@ static __always_inline int sm_steer_to_proxy(struct bpf_sock_addr *ctx, const st
 	__u32 zero = 0;
 
 	if (ctx->protocol != IPPROTO_TCP)
-		return 0;
+		return SM_STEER_NONE;
 	cfg = bpf_map_lookup_elem(&sm_config, &zero);
-	if (!cfg || !(cfg->flags & (vip->family == SM_AF_INET ? SM_CFG_F_PROXY4 : SM_CFG_F_PROXY6)))
-		return 0;
-	if (bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
-		return 0;
+	if (!cfg)
+		return SM_STEER_REFUSE;
+	if (cfg->proxy_cgroup_id && bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
+		return SM_STEER_NONE;
+	if (!(cfg->flags & (vip->family == SM_AF_INET ? SM_CFG_F_PROXY4 : SM_CFG_F_PROXY6)))
+		return SM_STEER_REFUSE;
 	sk = ctx->sk;
 	if (!sk)
-		return 0;
+		return SM_STEER_REFUSE;
 	st = bpf_sk_storage_get(&sm_sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
 		sm_count(SM_CNT_MAP_ERROR, 1);
-		return 0;
+		return SM_STEER_REFUSE;
 	}
 	st->steered = 1;
 	st->orig[0] = vip->addr[0];
@@ -69,7 +80,18 @@ static __always_inline int sm_steer_to_proxy(struct bpf_sock_addr *ctx, const st
 		out->addr[3] = cfg->proxy6[3];
 	}
 	sm_count(SM_CNT_L7_STEERED, 1);
-	return 1;
+	return SM_STEER_DONE;
+}
+
+/*
+ * A connect to a service with HTTP rules that cannot reach the L7 proxy: ECONNREFUSED, counted as
+ * "no usable backend" (for such a service the proxy is the only usable way in).
+ */
+static __always_inline int sm_l7_refuse(void)
+{
+	sm_count(SM_CNT_CONNECT_NO_BACKEND, 1);
+	bpf_set_retval(-SM_NO_BACKEND_ERRNO);
+	return 0;
 }
 
 /* Refused by L4 policy: EACCES, so the application can tell it from "nothing listening". */
@@ -92,6 +114,7 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 	struct sm_svc_key key;
 	struct sm_backend be;
 	enum sm_xlate res;
+	enum sm_steer steer;
 	__u32 flags = 0;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
@@ -108,8 +131,10 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 	if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
 	/* A steered connect is judged by the proxy; any other by the chosen backend's policy. */
-	if (!((flags & SM_SVC_F_L7) && sm_steer_to_proxy(ctx, &key, &be)) &&
-	    !sm_policy_allows_connect(be.addr, be.family, be.port))
+	steer = (flags & SM_SVC_F_L7) ? sm_steer_to_proxy(ctx, &key, &be) : SM_STEER_NONE;
+	if (steer == SM_STEER_REFUSE)
+		return sm_l7_refuse();
+	if (steer == SM_STEER_NONE && !sm_policy_allows_connect(be.addr, be.family, be.port))
 		return sm_policy_reject();
 
 	ctx->user_ip4 = be.addr[0];
@@ -128,6 +153,7 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	struct sm_svc_key key;
 	struct sm_backend be;
 	enum sm_xlate res;
+	enum sm_steer steer;
 	__u32 flags = 0;
 	__u32 a[4];
 	int mapped;
@@ -159,8 +185,10 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 		return sm_policy_allows_connect(key.addr, key.family, key.port) ? 1 : sm_policy_reject();
 	if (res != SM_XLATE_DONE || be.family != key.family)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
-	if (!((flags & SM_SVC_F_L7) && sm_steer_to_proxy(ctx, &key, &be)) &&
-	    !sm_policy_allows_connect(be.addr, be.family, be.port))
+	steer = (flags & SM_SVC_F_L7) ? sm_steer_to_proxy(ctx, &key, &be) : SM_STEER_NONE;
+	if (steer == SM_STEER_REFUSE)
+		return sm_l7_refuse();
+	if (steer == SM_STEER_NONE && !sm_policy_allows_connect(be.addr, be.family, be.port))
 		return sm_policy_reject();
 
 	if (mapped) {

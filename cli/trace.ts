@@ -4,7 +4,8 @@
 //                                ECONNREFUSED; else a uniformly random slot of the current
 //                                generation (so a backend's share is its slots / slot count);
 //                                SM_SVC_F_L7 + a proxy of the family in sm_config: TCP steered to
-//                                the proxy (unless the caller is in the proxy's cgroup);
+//                                the proxy (unless the caller is in the proxy's cgroup); no proxy
+//                                of the family: ECONNREFUSED (fail closed);
 //   sockops (bpf/sock_redir.c):  TCP with both ends in sm_local_eps -> sockhash -> redirected;
 //   L4 policy (bpf/include/policy.h): policyDecision() below.
 // It reads, never writes, and cannot know which cgroup the client runs in: it assumes a client in
@@ -119,7 +120,7 @@ export interface TraceBackend {
   policy: PolicyDecision;
 }
 
-export type TraceOutcome = 'not_a_service' | 'translated' | 'steered_to_l7_proxy' | 'refused_no_backend' | 'refused_family';
+export type TraceOutcome = 'not_a_service' | 'translated' | 'steered_to_l7_proxy' | 'refused_no_l7_proxy' | 'refused_no_backend' | 'refused_family';
 
 export interface TraceResult {
   query: { from: string; to: string; proto: string };
@@ -239,7 +240,9 @@ export function trace(dp: Datapath, q: TraceQuery): TraceResult {
   res.l7.proxy = proxyIp && proxyCfg ? hostPort(proxyIp, proxyCfg.proxyPort) : null;
   if (!hasL7) res.l7.reason = 'the service has no HTTP rules (no SM_SVC_F_L7): not steered';
   else if (proto !== IPPROTO_TCP) res.l7.reason = 'SM_SVC_F_L7, but only TCP is steered';
-  else if (!proxyIp) res.l7.reason = `SM_SVC_F_L7, but no IPv${fam === 2 ? 4 : 6} L7 proxy is configured in sm_config: not steered`;
+  else if (!proxyIp) {
+    res.l7.reason = `SM_SVC_F_L7, but no IPv${fam === 2 ? 4 : 6} L7 proxy is configured in sm_config: refused (fail closed; the HTTP rules could not be applied)`;
+  }
   else {
     res.l7.steered = true;
     res.l7.reason = `SM_SVC_F_L7: steered to the L7 proxy ${res.l7.proxy}, which applies the HTTP rules and connects to a backend below (connects from the proxy's own cgroup are not steered)`;
@@ -262,7 +265,10 @@ export function trace(dp: Datapath, q: TraceQuery): TraceResult {
         : policyDecision(dp, { sourceIp: from, dst: { ip: b.ip, port: b.port }, proto, dstLocal: !!peer }),
     };
   });
-  if (res.l7.steered) {
+  if (hasL7 && proto === IPPROTO_TCP && !proxyIp) {
+    res.outcome = 'refused_no_l7_proxy';
+    res.summary = `service ${res.query.to}/${res.query.proto} (svc id ${svc.svcId}) has HTTP rules but no IPv${fam === 2 ? 4 : 6} L7 proxy is configured: connect() fails with ECONNREFUSED (connect_no_backend), never reaching a backend unjudged`;
+  } else if (res.l7.steered) {
     res.outcome = 'steered_to_l7_proxy';
     const p = locals.get(proxyIp!);
     const r = redirectOf(proto, !!src, !!p, true, 'the proxy');

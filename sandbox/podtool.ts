@@ -17,7 +17,7 @@
 //   udp        --target HOST:PORT [--payload S] [--count N] [--reply-timeout-ms T]
 //   pingpong   --target HOST:PORT --size S --rounds R [--warmup W] [--conns C]
 //   serve-http --port P --name N          serve-grpc --port P --name N
-//   http       --target HOST:PORT --path P [--host H] [--method M]
+//   http       --target HOST:PORT --path P [--host H] [--method M] [--duration-ms D [--interval-ms I]]
 //   grpc       --target HOST:PORT --method Allowed|Forbidden
 //   connect    --target HOST:PORT [--connect-timeout-ms T]
 // IPv6 targets are written [addr]:port.
@@ -732,8 +732,22 @@ function serveGrpc(f: Flags): void {
   });
 }
 
-/** http --target HOST:PORT --path P [--host H] [--method M]: one request; prints status and body. */
+/**
+ * http --target HOST:PORT --path P [--host H] [--method M]: one request; prints status and body.
+ * With --duration-ms D: one request after another (each on a new connection, --interval-ms apart)
+ * until D has passed, a line each.
+ */
 async function httpGet(f: Flags): Promise<void> {
+  if (f['duration-ms'] === undefined) return httpOnce(f);
+  const end = Date.now() + int(f, 'duration-ms', undefined, 1);
+  const interval = int(f, 'interval-ms', 0);
+  while (Date.now() < end) {
+    await httpOnce(f);
+    if (interval) await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+async function httpOnce(f: Flags): Promise<void> {
   const t = parseTarget(str(f, 'target'));
   const headers: Record<string, string> = {};
   if (f.host) headers.host = str(f, 'host');

@@ -14,7 +14,7 @@ import { createLogger } from '../core/log';
 import type { Model } from '../core/model';
 import { StaticSource } from '../mesh-agent/sources/source';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
-import { waitUntil } from '../sandbox/time-scale';
+import { scaled, waitUntil } from '../sandbox/time-scale';
 import { kernelSkip } from './kernel';
 
 const VIP_HTTP = '198.19.0.50';
@@ -134,18 +134,24 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     // The proxy runs in its pod's network namespace and cgroup (exempt from steering, so its own
     // upstream connects are translated to backends). nsenter, not `ip netns exec`, so that it sees
     // the host's /sys/fs/bpf.
-    proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${proxyPod.ipv4}:15001`, '--bpffs', bpffs, '--control', control], {
+    await startProxy();
+    // ...and the datapath now exempts the proxy's cgroup, learned from the proxy itself.
+    const proxyCgroup = fs.statSync(proxyPod.cgroupPath, { bigint: true }).ino;
+    await waitUntil(() => agent.datapath.proxyConfig()?.proxyCgroupId === proxyCgroup, 5000, 50);
+    assert.equal(agent.datapath.proxyConfig()?.proxyCgroupId, proxyCgroup);
+  });
+
+  async function startProxy(): Promise<void> {
+    proxyOut = '';
+    proxyErr = '';
+    proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${sb.pod('proxy').ipv4}:15001`, '--bpffs', bpffs, '--control', path.join(dir, 'proxy.sock')], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     proxy.stdout!.on('data', (d) => (proxyOut += d));
     proxy.stderr!.on('data', (d) => (proxyErr += d));
     await waitUntil(() => proxyErr.includes('"policies applied"'), 10_000, 50);
     assert.match(proxyErr, /"policies applied"/, proxyErr);
-    // ...and the datapath now exempts the proxy's cgroup, learned from the proxy itself.
-    const proxyCgroup = fs.statSync(proxyPod.cgroupPath, { bigint: true }).ino;
-    await waitUntil(() => agent.datapath.proxyConfig()?.proxyCgroupId === proxyCgroup, 5000, 50);
-    assert.equal(agent.datapath.proxyConfig()?.proxyCgroupId, proxyCgroup);
-  });
+  }
 
   after(async () => {
     proxy?.kill('SIGKILL');
@@ -207,6 +213,30 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     assert.equal(JSON.parse(r.body).name, 'web2');
     assert.equal(counters().l7_steered, steered);
     assert.equal(await settled(), requests, 'the proxy saw a request for a service without HTTP rules');
+  });
+
+  test('the proxy restarted under a request loop: no request is answered without its policy', async () => {
+    // A denied path, asked for again and again while the proxy is killed and started anew: every
+    // answer is the policy's 403, or 503 from a proxy that has no table yet, or a refused or reset
+    // connection while none listens; never the backend's 200.
+    const loop = sb.podtool('client', ['http', '--target', `${VIP_HTTP}:80`, '--path', '/deny/admin', '--duration-ms', String(scaled(4000)), '--interval-ms', '10'], {
+      timeoutMs: 60_000,
+    });
+    await new Promise((r) => setTimeout(r, scaled(500)));
+    const old = proxy;
+    old.kill('SIGKILL');
+    await new Promise((r) => old.once('exit', r));
+    await startProxy();
+    const lines = (await loop).lines.filter((l) => 'status' in l);
+    const statuses = new Map<string, number>();
+    for (const l of lines) statuses.set(String(l.status ?? l.err), (statuses.get(String(l.status ?? l.err)) ?? 0) + 1);
+    assert.ok(lines.length > 20, `only ${lines.length} requests`);
+    assert.equal(statuses.get('200'), undefined, `answered by the backend: ${JSON.stringify([...statuses])}`);
+    for (const s of statuses.keys()) assert.ok(['403', '503', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'].includes(s), `unexpected ${s}: ${JSON.stringify([...statuses])}`);
+    assert.ok((statuses.get('403') ?? 0) > 0, 'the policy never answered');
+    // The new proxy judges as the old one did.
+    assert.equal((await http('client', `${VIP_HTTP}:80`, '/deny/admin')).status, 403);
+    assert.equal((await http('client', `${VIP_HTTP}:80`, '/hello')).status, 200);
   });
 
   test('the proxy refuses a connection the kernel did not steer (no open relay)', async () => {

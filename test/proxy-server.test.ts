@@ -341,12 +341,34 @@ test('a denied request is answered 403 "RBAC: access denied" and never reaches t
   assert.equal(log.status, 403);
 });
 
-test('a destination without an evaluator is allowed (decision "none")', async () => {
+test('fail closed: a destination without an evaluator is refused with 503 and never reached (decision "no_policy")', async () => {
   h.state.origin = origin(B.port);
-  const r = await request(h.port, { path: '/deny/but-unpoliced' });
-  assert.equal(r.status, 200);
-  assert.equal(JSON.parse(r.body).upstream, 'B');
-  assert.equal(h.logs.find((l) => l.path === '/deny/but-unpoliced')!.decision, 'none');
+  const before = B.seen.length;
+  const r = await request(h.port, { path: '/allowed/but-unpoliced' });
+  assert.equal(r.status, 503);
+  assert.equal(r.body, 'sockmesh: no policy for this destination yet');
+  assert.equal(B.seen.length, before, 'the backend saw the request');
+  assert.equal(h.logs.find((l) => l.path === '/allowed/but-unpoliced')!.decision, 'no_policy');
+});
+
+test('fail closed: a proxy that has no policy table yet refuses every request with 503 (gRPC: UNAVAILABLE)', async () => {
+  const p = await startProxy();
+  try {
+    p.state.origin = origin(A.port);
+    const before = A.seen.length;
+    const r = await request(p.port, { path: '/hello' });
+    assert.equal(r.status, 503);
+    assert.equal(p.logs.at(-1)!.decision, 'no_table');
+    const g = await request(p.port, { method: 'POST', path: '/echo.Echo/Allowed', headers: { 'content-type': 'application/grpc' }, body: '' });
+    assert.equal(g.status, 200);
+    assert.equal(g.headers['grpc-status'] ?? g.trailers['grpc-status'], '14');
+    assert.equal(A.seen.length, before, 'the backend saw a request');
+    // Once a table is in force, the same request is judged and forwarded.
+    p.proxy.setPolicies(new Map([[`127.0.0.1:${A.port}`, new StandIn()]]));
+    assert.equal((await request(p.port, { path: '/hello' })).status, 200);
+  } finally {
+    await p.proxy.close();
+  }
 });
 
 test('a connection the datapath did not steer is refused (403) and closed', async () => {
@@ -469,15 +491,22 @@ test('HTTP/1.1 response trailers are preserved', async () => {
 });
 
 test('an unreachable destination is answered 503 with the reason', async () => {
-  h.state.origin = origin(await closedPort());
-  const r = await request(h.port, { path: '/x' });
-  assert.equal(r.status, 503);
-  assert.equal(r.body, 'upstream connect error: ECONNREFUSED');
-  assert.match(await h.proxy.metrics(), /sockmesh_proxy_upstream_errors_total\{reason="connect_refused"\} [1-9]/);
+  const dead = await closedPort();
+  const table = (extra: Array<[string, Evaluator]>) => new Map<string, Evaluator>([[`127.0.0.1:${A.port}`, evaluator], [`:${H2.port}`, evaluator], ...extra]);
+  h.proxy.setPolicies(table([[`127.0.0.1:${dead}`, evaluator]]));
+  try {
+    h.state.origin = origin(dead);
+    const r = await request(h.port, { path: '/x' });
+    assert.equal(r.status, 503);
+    assert.equal(r.body, 'upstream connect error: ECONNREFUSED');
+    assert.match(await h.proxy.metrics(), /sockmesh_proxy_upstream_errors_total\{reason="connect_refused"\} [1-9]/);
+  } finally {
+    h.proxy.setPolicies(table([]));
+  }
 });
 
 test('an upstream that does not answer is answered 504', async () => {
-  const p = await startProxy({ timeouts: { upstreamResponseHeadersMs: 300 } });
+  const p = await startProxy({ timeouts: { upstreamResponseHeadersMs: 300 }, policies: new Map([[`127.0.0.1:${A.port}`, new StandIn()]]) });
   try {
     p.state.origin = origin(A.port);
     const r = await request(p.port, { path: '/hang' });
@@ -618,11 +647,13 @@ test('gRPC through the proxy, as seen by @grpc/grpc-js: allowed with metadata an
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   const gEval = new StandIn();
+  const dead = await closedPort();
   h.proxy.setPolicies(
     new Map<string, Evaluator>([
       [`127.0.0.1:${A.port}`, evaluator],
       [`:${H2.port}`, evaluator],
       [`127.0.0.1:${grpcPort}`, gEval],
+      [`127.0.0.1:${dead}`, gEval],
     ]),
   );
   const Client = grpc.makeGenericClientConstructor(echoService as unknown as grpc.ServiceDefinition, 'Echo');
@@ -674,7 +705,7 @@ test('gRPC through the proxy, as seen by @grpc/grpc-js: allowed with metadata an
     });
     assert.deepEqual(msgs, ['msg-0', 'msg-1', 'msg-2', 'msg-3', 'msg-4']);
 
-    h.state.origin = origin(await closedPort());
+    h.state.origin = origin(dead);
     // A new connection (the old one keeps its recorded origin; grpc-js shares connections between
     // clients unless told not to).
     const client2 = new Client(`127.0.0.1:${h.port}`, grpc.credentials.createInsecure(), {
@@ -704,7 +735,11 @@ test('gRPC through the proxy, as seen by @grpc/grpc-js: allowed with metadata an
 const CHILD_PROXY = `
 const [index, upPort] = process.argv.slice(1);
 const { createL7Proxy } = require(index);
-const proxy = createL7Proxy({ lookupOrigin: () => ({ destinationIp: '127.0.0.1', destinationPort: Number(upPort) }) });
+const allow = { evaluate: () => ({ allow: true, dryRun: [], unsupported: [], logged: [] }) };
+const proxy = createL7Proxy({
+  lookupOrigin: () => ({ destinationIp: '127.0.0.1', destinationPort: Number(upPort) }),
+  policies: new Map([['127.0.0.1:' + upPort, allow]]),
+});
 let peak = { rss: 0, arrayBuffers: 0 };
 const sample = () => {
   global.gc();
@@ -796,7 +831,7 @@ test('metrics and the access log', async () => {
   const text = await h.proxy.metrics();
   assert.match(text, /sockmesh_proxy_requests_total\{decision="allow",policy="allow-rest",code="200"\} \d+/);
   assert.match(text, /sockmesh_proxy_requests_total\{decision="deny",policy="deny-path",code="403"\} \d+/);
-  assert.match(text, /sockmesh_proxy_requests_total\{decision="none",policy="",code="200"\} \d+/);
+  assert.match(text, /sockmesh_proxy_requests_total\{decision="no_policy",policy="",code="503"\} \d+/);
   assert.match(text, /sockmesh_proxy_requests_total\{decision="unknown_origin",policy="",code="403"\} \d+/);
   assert.match(text, /sockmesh_proxy_request_duration_seconds_count \d+/);
   assert.match(text, /sockmesh_proxy_upstream_errors_total\{reason="connect_refused"\} \d+/);

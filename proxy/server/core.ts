@@ -161,14 +161,19 @@ function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }
 
+/** What authorize() decided: forward, refuse with 403, or refuse with 503 (no policy to judge by). */
+export type Verdict = 'allow' | 'deny' | 'unavailable';
+
 export class ProxyCore {
   readonly metrics: ProxyMetrics;
   readonly upstreams: Upstreams;
   readonly conns = new Map<net.Socket, ConnState>();
   closing = false;
-  private table: PolicyTable;
+  /** Undefined until the first table arrives: until then every request is refused (fail closed). */
+  private table: PolicyTable | undefined;
   /** Destinations already logged as "no policy" under the current table (log once, not per request). */
   private readonly unpoliced = new Set<string>();
+  private loggedNoTable = false;
 
   constructor(
     readonly cfg: ProxyConfig,
@@ -176,7 +181,12 @@ export class ProxyCore {
   ) {
     this.metrics = createProxyMetrics();
     this.upstreams = new Upstreams(cfg);
-    this.table = new PolicyTable(policies);
+    this.table = policies ? new PolicyTable(policies) : undefined;
+  }
+
+  /** Whether a policy table is in force (before the first one, every request is refused with 503). */
+  get hasPolicies(): boolean {
+    return this.table !== undefined;
   }
 
   setPolicies(map: ReadonlyMap<string, Evaluator>): void {
@@ -191,18 +201,30 @@ export class ProxyCore {
   }
 
   /**
-   * Looks the evaluator up now (not per connection), evaluates, and fills in the record.
-   * No evaluator → allow; a throwing evaluator → deny.
+   * Looks the evaluator up now (not per connection), evaluates, and fills in the record. Fails
+   * closed: no table yet, or no evaluator for the destination → 'unavailable' (503: the kernel
+   * steered the connection here because the destination has rules, which this proxy does not hold
+   * yet); a throwing evaluator → 'deny'.
    */
-  authorize(attrs: RequestAttributes, origin: OriginOk, rec: RequestRecord): boolean {
+  authorize(attrs: RequestAttributes, origin: OriginOk, rec: RequestRecord): Verdict {
+    if (!this.table) {
+      rec.decision = 'no_table';
+      rec.reason = 'no policy table yet';
+      if (!this.loggedNoTable) {
+        this.loggedNoTable = true;
+        this.cfg.logger.warn('no policy table yet; requests are refused (503) until the agent pushes one', { destination: origin.destination });
+      }
+      return 'unavailable';
+    }
     const entry = this.table.lookup(origin.origin.destinationIp, origin.origin.destinationPort);
     if (!entry) {
-      rec.decision = 'none';
+      rec.decision = 'no_policy';
+      rec.reason = 'no policy for the destination';
       if (!this.unpoliced.has(origin.destination)) {
         this.unpoliced.add(origin.destination);
-        this.cfg.logger.info('no policy for destination; requests are allowed', { destination: origin.destination });
+        this.cfg.logger.warn('no policy for destination; requests are refused (503)', { destination: origin.destination });
       }
-      return true;
+      return 'unavailable';
     }
     try {
       const d = entry.evaluator.evaluate(attrs);
@@ -214,13 +236,13 @@ export class ProxyCore {
       rec.logged = d.logged ?? NONE;
       rec.unsupported = d.unsupported ?? NONE;
       for (const r of rec.dryRun) if (r.policy !== undefined) this.metrics.dryRunMatches.inc({ policy: r.policy });
-      return d.allow === true;
+      return d.allow === true ? 'allow' : 'deny';
     } catch (err) {
       rec.decision = 'error';
       rec.reason = 'evaluator failed';
       rec.error = err instanceof Error ? err.message : String(err);
       this.cfg.logger.error('policy evaluation failed; request denied', { destination: origin.destination, key: entry.key, err });
-      return false;
+      return 'deny';
     }
   }
 }

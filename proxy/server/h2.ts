@@ -5,7 +5,7 @@ import type * as net from 'node:net';
 import { buildAttributesOwning, type ConnState, type ProxyCore, type RequestRecord } from './core';
 import { ProxyError } from '../../core/errors';
 import { HOP_BY_HOP, forwardAndMatch, isGrpcContentType, type FilterOptions } from './headers';
-import { RBAC_DENIED_BODY, UNKNOWN_ORIGIN_BODY, grpcStatusForHttp, writeLocalH2, type LocalReply } from './local-reply';
+import { NO_POLICY_BODY, RBAC_DENIED_BODY, UNKNOWN_ORIGIN_BODY, grpcStatusForHttp, writeLocalH2, type LocalReply } from './local-reply';
 import { parseRequestTarget, validAuthority } from './request-target';
 import { classifyUpstreamError } from './upstream';
 
@@ -153,8 +153,9 @@ export class H2Frontend {
     const grpc = isGrpcContentType(matching['content-type']);
     const scheme = String(headers[':scheme'] ?? 'http');
     const attrs = buildAttributesOwning({ method, path: target.path, authority, scheme, headers: matching, conn, origin: origin.origin });
-    if (!this.core.authorize(attrs, origin, rec)) {
-      this.local(stream, rec, { status: 403, body: RBAC_DENIED_BODY }, grpc);
+    const verdict = this.core.authorize(attrs, origin, rec);
+    if (verdict !== 'allow') {
+      this.local(stream, rec, verdict === 'deny' ? { status: 403, body: RBAC_DENIED_BODY } : { status: 503, body: NO_POLICY_BODY }, grpc);
       return;
     }
     if (/^\s*100-continue\s*$/i.test(String(headers.expect ?? ''))) stream.additionalHeaders({ ':status': 100 });

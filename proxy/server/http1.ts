@@ -8,7 +8,7 @@ import { BodyMeter } from './body-meter';
 import { buildAttributesOwning, type ConnState, type OriginOk, type ProxyCore, type RequestRecord } from './core';
 import { ProxyError } from '../../core/errors';
 import { checkHttp1Head, forwardAndMatch, forwardHeaders, isGrpcContentType, pairs, rawToStrings, type FilterOptions } from './headers';
-import { RBAC_DENIED_BODY, UNKNOWN_ORIGIN_BODY, grpcStatusForHttp, rawHttp1Reply, writeLocalHttp1, type LocalReply } from './local-reply';
+import { NO_POLICY_BODY, RBAC_DENIED_BODY, UNKNOWN_ORIGIN_BODY, grpcStatusForHttp, rawHttp1Reply, writeLocalHttp1, type LocalReply } from './local-reply';
 import { parseRequestTarget } from './request-target';
 import { classifyUpstreamError } from './upstream';
 
@@ -300,10 +300,12 @@ export class Http1Frontend {
       conn,
       origin: origin.origin,
     });
-    if (!this.core.authorize(attrs, origin, rec)) {
+    const verdict = this.core.authorize(attrs, origin, rec);
+    if (verdict !== 'allow') {
       // A 100-continue client has not sent its body, or may still: do not wait for it.
       const close = req.headers.expect !== undefined || !req.complete;
-      this.local(ex, { status: 403, body: RBAC_DENIED_BODY, close }, grpc);
+      const reply = verdict === 'deny' ? { status: 403, body: RBAC_DENIED_BODY, close } : { status: 503, body: NO_POLICY_BODY, close };
+      this.local(ex, reply, grpc);
       return undefined;
     }
     return { origin, path: target.path, authority, headers, grpc };

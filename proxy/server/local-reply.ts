@@ -4,6 +4,8 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 
 export const RBAC_DENIED_BODY = 'RBAC: access denied';
+/** A steered request the proxy cannot judge yet (no policy table, or none for the destination): 503. */
+export const NO_POLICY_BODY = 'sockmesh: no policy for this destination yet';
 /** The answer on a connection the datapath has no record of (the proxy is not an open relay). */
 export const UNKNOWN_ORIGIN_BODY = 'access denied: connection not steered by the datapath';
 

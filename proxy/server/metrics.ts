@@ -6,12 +6,14 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
  * decision label values:
  *   allow           the evaluator allowed
  *   deny            the evaluator denied (403 / grpc-status 7)
- *   none            no evaluator for the destination: allowed (the kernel only steers destinations with rules)
+ *   no_table        no policy table received yet (a proxy that just started): refused, 503 / grpc-status 14
+ *   no_policy       the table has no evaluator for the destination: refused, 503 / grpc-status 14 (the
+ *                   kernel steers only destinations with rules, so their rules are not here yet)
  *   error           the evaluator threw: denied (fail closed)
  *   unknown_origin  the datapath has no record of the connection: refused (403)
  *   rejected        refused before any policy: malformed, too large, too slow, CONNECT, pipelining overflow
  */
-export type DecisionLabel = 'allow' | 'deny' | 'none' | 'error' | 'unknown_origin' | 'rejected';
+export type DecisionLabel = 'allow' | 'deny' | 'no_table' | 'no_policy' | 'error' | 'unknown_origin' | 'rejected';
 
 /**
  * reason label values of sockmesh_proxy_upstream_errors_total: connect_refused, connect_failed,

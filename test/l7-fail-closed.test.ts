@@ -1,0 +1,97 @@
+// HTTP rules are never walked around by the kernel's own choices: a connect to a service with HTTP
+// rules that cannot go to the L7 proxy (no proxy configured, or none of the VIP's family) is
+// refused with ECONNREFUSED instead of being sent to a backend unjudged. (Other ways around the
+// proxy, such as the backend's pod IP, are the open part of the authorization issue.)
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { Datapath } from '../mesh-agent/datapath/datapath';
+import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
+import type { Model } from '../core/model';
+import { Sandbox } from '../sandbox/sandbox';
+import { kernelSkip } from './kernel';
+
+const VIP4 = '198.19.0.70';
+const VIP6 = 'fd53:6f63:6b99::70';
+const PLAIN4 = '198.19.0.71';
+const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
+
+describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
+  let sb: Sandbox;
+  let dp: Datapath;
+
+  const model = (): Model => {
+    const p = (n: string) => sb.pod(n);
+    return {
+      services: [
+        { namespace: 'default', name: 'web', vips: [VIP4, VIP6], ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }] },
+        { namespace: 'default', name: 'plain', vips: [PLAIN4], ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }] },
+      ],
+      endpoints: [
+        { service: 'default/web', address: p('web').ipv4, weight: 1, healthy: true },
+        { service: 'default/web', address: p('web').ipv6!, weight: 1, healthy: true },
+        { service: 'default/plain', address: p('web').ipv4, weight: 1, healthy: true },
+      ],
+      workloads: [],
+      policies: {
+        l4: [],
+        l7: [
+          {
+            destination: { service: 'default/web', port: 80 },
+            filters: [{ name: 'envoy.filters.http.rbac', config: { '@type': RBAC, rules: { action: 'DENY', policies: { d: { permissions: [{ urlPath: { path: { prefix: '/admin' } } }], principals: [{ any: true }] } } } } }],
+          },
+        ],
+      },
+    };
+  };
+  const connect = async (target: string) => (await sb.podtool('client', ['ids', '--target', target, '--count', '1'])).last;
+  const delta = async (target: string) => {
+    const c0 = dp.counters();
+    const r = await connect(target);
+    const c1 = dp.counters();
+    return { r, steered: Number(c1.l7_steered - c0.l7_steered), refused: Number(c1.connect_no_backend - c0.connect_no_backend) };
+  };
+
+  before(async () => {
+    sb = await Sandbox.create({
+      nodes: [{ name: 'node1', pods: [{ name: 'client', ipv6: true }, { name: 'web', ipv6: true }, { name: 'proxy', ipv6: true }] }],
+    });
+    await sb.startServer('web', ['serve', '--port', '8080', '--mode', 'id', '--name', 'web']);
+    // Stands in for the L7 proxy: whoever reaches it was steered.
+    await sb.startServer('proxy', ['serve', '--port', '15001', '--mode', 'id', '--name', 'proxy']);
+    dp = Datapath.install({ cgroupPath: sb.node('node1').cgroupPath, bpffsDir: path.join(sb.ensureBpffsDir(), 'l7fc') });
+    const rec = new Reconciler(dp);
+    rec.adopt();
+    assert.deepEqual(rec.apply(desiredState(model(), 'node1')).errors, []);
+  });
+
+  after(async () => {
+    dp?.close();
+    if (dp) Datapath.remove(dp.bpffsDir);
+    await sb?.teardown();
+  });
+
+  test('no proxy configured: a service with HTTP rules is refused at connect(), one without is not', async () => {
+    dp.configureProxy(null);
+    for (const vip of [VIP4, `[${VIP6}]`]) {
+      const d = await delta(`${vip}:80`);
+      assert.deepEqual(d.r.errors, { ECONNREFUSED: 1 }, vip);
+      assert.deepEqual([d.steered, d.refused], [0, 1], vip);
+    }
+    const plain = await delta(`${PLAIN4}:80`);
+    assert.deepEqual(plain.r.ids, { web: 1 });
+  });
+
+  test('a proxy of one family only: that family is steered, the other refused (never sent to a backend)', async () => {
+    dp.configureProxy({ proxyCgroupId: 0n, proxy4: sb.pod('proxy').ipv4, proxyPort: 15001 });
+    const v4 = await delta(`${VIP4}:80`);
+    assert.deepEqual(v4.r.ids, { proxy: 1 }, JSON.stringify(v4.r));
+    assert.deepEqual([v4.steered, v4.refused], [1, 0]);
+    const v6 = await delta(`[${VIP6}]:80`);
+    assert.deepEqual(v6.r.errors, { ECONNREFUSED: 1 }, JSON.stringify(v6.r));
+    assert.deepEqual([v6.steered, v6.refused], [0, 1]);
+    // With both families, both are steered.
+    dp.configureProxy({ proxyCgroupId: 0n, proxy4: sb.pod('proxy').ipv4, proxy6: sb.pod('proxy').ipv6!, proxyPort: 15001 });
+    assert.deepEqual((await delta(`[${VIP6}]:80`)).r.ids, { proxy: 1 });
+  });
+});
