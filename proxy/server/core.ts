@@ -184,11 +184,6 @@ export class ProxyCore {
     this.table = policies ? new PolicyTable(policies) : undefined;
   }
 
-  /** Whether a policy table is in force (before the first one, every request is refused with 503). */
-  get hasPolicies(): boolean {
-    return this.table !== undefined;
-  }
-
   setPolicies(map: ReadonlyMap<string, Evaluator>): void {
     this.table = new PolicyTable(map);
     this.unpoliced.clear();
