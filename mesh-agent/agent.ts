@@ -77,6 +77,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private releaseLock?: () => void;
   private retryTimer?: NodeJS.Timeout;
   private proxyControl?: ProxyControlClient;
+  /** How many L7 policies the last "no proxy" warning was about (warn again when that changes). */
+  private warnedNoProxy = 0;
   private lastProxyConfig = '';
   /** Reports of every apply, newest last (tests and status read them). */
   readonly reports: ApplyReport[] = [];
@@ -164,7 +166,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private setUpProxy(): void {
     const p = this.opts.proxy;
     if (!p) {
-      this.dp!.configureProxy(null); // nothing is steered without a proxy
+      // No proxy: connects to services with HTTP rules are refused in the kernel (fail closed).
+      this.dp!.configureProxy(null);
       return;
     }
     const fam = familyOf(p.host) === AF_INET ? 4 : 6; // ::ffff:a.b.c.d is IPv4 (core/ip.ts)
@@ -199,6 +202,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     const appliedAt = new Date();
     this.last.applied = { report, at: appliedAt };
     this.metrics.observeApply(report, appliedAt);
+    const l7 = cfg.model.policies?.l7?.length ?? 0;
+    if (!this.opts.proxy && l7 && l7 !== this.warnedNoProxy) {
+      this.warnedNoProxy = l7;
+      this.log.warn('the config has HTTP rules but the agent runs without --proxy-listen: connects to those destinations are refused', { l7Policies: l7 });
+    }
     if (this.proxyControl) {
       const msg = { l7: l7ByVip(cfg.model), identities: [...desired.identities] };
       const json = JSON.stringify(msg);
