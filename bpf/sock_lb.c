@@ -21,7 +21,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 enum sm_steer {
 	SM_STEER_NONE = 0, /* not for the proxy: translate to a backend as usual */
 	SM_STEER_DONE,     /* *out is the proxy */
-	SM_STEER_REFUSE,   /* the connect needs the proxy's verdict and cannot get it: refuse it */
+	SM_STEER_REFUSE,   /* the connect needs the proxy's verdict and no proxy can give it: refuse it */
+	SM_STEER_ERROR,    /* the same, because the socket state could not be kept: refuse it */
 };
 
 /*
@@ -31,9 +32,9 @@ enum sm_steer {
  * (socket-local storage); sockops publishes that, keyed by the client's address, once the
  * connection is up (map sm_steer), for the proxy to read. Connects from the proxy's own cgroup are
  * translated to a backend as usual (SM_STEER_NONE), and so is UDP, which carries no HTTP.
- * Fail closed: without a proxy of the VIP's family, or without the socket state that tells the
- * proxy where the connection was going, the HTTP rules could not be applied, so the connect is
- * refused (SM_STEER_REFUSE) rather than sent to a backend unjudged.
+ * Fail closed: without a proxy of the VIP's family (SM_STEER_REFUSE), or without the socket state
+ * that tells the proxy where the connection was going (SM_STEER_ERROR), the HTTP rules could not
+ * be applied, so the connect is refused rather than sent to a backend unjudged.
  */
 static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx, const struct sm_svc_key *vip,
 						       struct sm_backend *out)
@@ -54,12 +55,10 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 		return SM_STEER_REFUSE;
 	sk = ctx->sk;
 	if (!sk)
-		return SM_STEER_REFUSE;
+		return SM_STEER_ERROR;
 	st = bpf_sk_storage_get(&sm_sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st) {
-		sm_count(SM_CNT_MAP_ERROR, 1);
-		return SM_STEER_REFUSE;
-	}
+	if (!st)
+		return SM_STEER_ERROR;
 	st->steered = 1;
 	st->orig[0] = vip->addr[0];
 	st->orig[1] = vip->addr[1];
@@ -134,6 +133,8 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 	steer = (flags & SM_SVC_F_L7) ? sm_steer_to_proxy(ctx, &key, &be) : SM_STEER_NONE;
 	if (steer == SM_STEER_REFUSE)
 		return sm_l7_refuse();
+	if (steer == SM_STEER_ERROR)
+		return sm_reject(SM_XLATE_ERROR); /* ECONNREFUSED, counted in map_errors */
 	if (steer == SM_STEER_NONE && !sm_policy_allows_connect(be.addr, be.family, be.port))
 		return sm_policy_reject();
 
@@ -188,6 +189,8 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	steer = (flags & SM_SVC_F_L7) ? sm_steer_to_proxy(ctx, &key, &be) : SM_STEER_NONE;
 	if (steer == SM_STEER_REFUSE)
 		return sm_l7_refuse();
+	if (steer == SM_STEER_ERROR)
+		return sm_reject(SM_XLATE_ERROR); /* ECONNREFUSED, counted in map_errors */
 	if (steer == SM_STEER_NONE && !sm_policy_allows_connect(be.addr, be.family, be.port))
 		return sm_policy_reject();
 

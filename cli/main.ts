@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { DEFAULT_BPFFS_DIR, findCgroup2Mount, type MapName, SIZABLE_MAPS } from '../abi/pins';
 import type { SockmeshError } from '../core/errors';
+import { AF_INET6, canonicalIp, familyOf } from '../core/ip';
 import type { ModelSource } from '../mesh-agent/sources/source';
 import { DEFAULT_PROXY_CONTROL } from '../abi/proxy-control';
 import { DEFAULT_ADMIN_LISTEN } from '../mesh-agent/admin';
@@ -17,7 +18,7 @@ const USAGE = `usage: sockmesh <command> [options]
 commands:
   agent (--config FILE | --xds HOST:PORT | --kubernetes) [--kubernetes] --cgroup PATH [--bpffs DIR] [--node-name NAME]
         [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
-        [--xds-token-file FILE] [--cgroup-driver auto|systemd|cgroupfs|none] [--proxy-listen HOST:PORT [--proxy-cgroup PATH] [--proxy-control SOCKET]]
+        [--xds-token-file FILE] [--cgroup-driver auto|systemd|cgroupfs|none] [--proxy-listen HOST:PORT [--proxy-listen [IPv6]:PORT] [--proxy-cgroup PATH] [--proxy-control SOCKET]]
         [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
         run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
         change) or from an xDS control plane (ADS), keep the kernel in step; the admin endpoint
@@ -88,7 +89,7 @@ async function runAgent(args: string[]): Promise<void> {
       'xds-cert': { type: 'string' },
       'xds-key': { type: 'string' },
       'xds-token-file': { type: 'string' },
-      'proxy-listen': { type: 'string' },
+      'proxy-listen': { type: 'string', multiple: true },
       'proxy-cgroup': { type: 'string' },
       'proxy-control': { type: 'string', default: DEFAULT_PROXY_CONTROL },
       cgroup: { type: 'string' },
@@ -142,11 +143,18 @@ async function runAgent(args: string[]): Promise<void> {
       })
     : undefined;
   const source: ModelSource = primary && pods ? new MergedSource(primary, pods, values['node-name']) : (primary ?? pods)!;
-  let proxy: { host: string; port: number; cgroupPath?: string; controlPath: string } | undefined;
-  if (values['proxy-listen'] || values['proxy-cgroup']) {
-    const hp = /^\[?([^\]]+?)\]?:(\d+)$/.exec(values['proxy-listen'] ?? '');
-    if (!hp) fail('agent: --proxy-listen HOST:PORT is required with --proxy-cgroup');
-    proxy = { host: hp[1], port: Number(hp[2]), cgroupPath: values['proxy-cgroup'], controlPath: values['proxy-control']! };
+  let proxy: { host: string; hosts?: string[]; port: number; cgroupPath?: string; controlPath: string } | undefined;
+  if (values['proxy-listen']?.length || values['proxy-cgroup']) {
+    // One address per family (a dual-stack node gives both), on one port: sm_config has one port.
+    const listens = (values['proxy-listen'] ?? []).map((v) => {
+      const hp = /^\[?([^\]]+?)\]?:(\d+)$/.exec(v);
+      if (!hp || canonicalIp(hp[1]) === undefined || Number(hp[2]) < 1 || Number(hp[2]) > 65535) fail(`agent: --proxy-listen ${v}: expected IP:PORT or [IPv6]:PORT`);
+      return { host: hp[1], port: Number(hp[2]), v6: familyOf(hp[1]) === AF_INET6 };
+    });
+    if (!listens.length) fail('agent: --proxy-listen HOST:PORT is required with --proxy-cgroup');
+    if (listens.length > 2 || (listens.length === 2 && listens[0].v6 === listens[1].v6)) fail('agent: --proxy-listen: at most one IPv4 and one IPv6 address');
+    if (listens.some((l) => l.port !== listens[0].port)) fail('agent: --proxy-listen: both addresses must use the same port');
+    proxy = { host: listens[0].host, hosts: listens.map((l) => l.host), port: listens[0].port, cgroupPath: values['proxy-cgroup'], controlPath: values['proxy-control']! };
   }
   const agent = new Agent({
     source,

@@ -32,7 +32,11 @@ export interface AgentOptions extends DatapathSettings {
    * The node's L7 proxy: connects to services with HTTP rules are steered to `host:port`; the
    * proxy's cgroup is exempt; policies and identities are pushed to it over `controlPath`.
    */
-  proxy?: { host: string; port: number; cgroupPath?: string; controlPath: string };
+  /**
+   * The node's L7 proxy: `host` (or `hosts`, one IPv4 and one IPv6 address on a dual-stack node)
+   * and `port`. A VIP with HTTP rules of a family without a proxy address is refused, not steered.
+   */
+  proxy?: { host: string; hosts?: string[]; port: number; cgroupPath?: string; controlPath: string };
   log?: Logger;
   /**
    * The admin endpoint (/metrics, /healthz, /readyz, /config-dump, /debug/state): a loopback
@@ -170,12 +174,15 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.dp!.configureProxy(null);
       return;
     }
-    const fam = familyOf(p.host) === AF_INET ? 4 : 6; // ::ffff:a.b.c.d is IPv4 (core/ip.ts)
+    // ::ffff:a.b.c.d is IPv4 (core/ip.ts).
+    const hosts = p.hosts?.length ? p.hosts : [p.host];
+    const proxy4 = hosts.find((h) => familyOf(h) === AF_INET);
+    const proxy6 = hosts.find((h) => familyOf(h) !== AF_INET);
     // Steering is on from the start, so HTTP rules fail closed while no proxy runs (connects to
     // those services are refused). The proxy's own cgroup, exempt from steering, comes from
     // --proxy-cgroup or from the proxy itself when it connects (its hello).
     const configure = (cgroupId: bigint) =>
-      this.dp!.configureProxy({ proxyCgroupId: cgroupId, proxyPort: p.port, ...(fam === 4 ? { proxy4: p.host } : { proxy6: p.host }) });
+      this.dp!.configureProxy({ proxyCgroupId: cgroupId, proxyPort: p.port, ...(proxy4 ? { proxy4 } : {}), ...(proxy6 ? { proxy6 } : {}) });
     configure(p.cgroupPath ? fs.statSync(p.cgroupPath, { bigint: true }).ino : 0n);
     this.proxyControl = new ProxyControlClient(p.controlPath);
     this.proxyControl.on('hello', (h) => {

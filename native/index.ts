@@ -174,6 +174,7 @@ interface Addon {
   objGet(path: string): number;
   isBpffs(path: string): boolean;
   libbpfVersion(): string;
+  probeCanLoad(): boolean;
   probeProgType(progType: number): boolean;
   probeMapType(mapType: number): boolean;
   probeHelper(progType: number, helperId: number, expectedAttachType?: number): boolean;
@@ -351,7 +352,12 @@ export function progInfo(progFd: number): ProgInfo {
 // --- feature probes: each asks the running kernel (loads or creates a throwaway object, attaches
 // nothing); true/false is its answer, a BpfError means the probe itself could not run (EPERM). ---
 
-/** Whether the kernel loads programs of this BPF_PROG_TYPE_*. */
+/** True if this process may load BPF programs at all; throws BpfError (EPERM, ...) otherwise. */
+export function probeCanLoad(): boolean {
+  return native().probeCanLoad();
+}
+
+/** Whether the kernel loads programs of this BPF_PROG_TYPE_* (call probeCanLoad first: libbpf answers false for EPERM too). */
 export function probeProgType(progType: number): boolean {
   return native().probeProgType(progType);
 }

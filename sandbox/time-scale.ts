@@ -1,5 +1,5 @@
-// One factor for every fixed wait of the tests, the sandbox and the demo: how much slower than the
-// host this run is. scripts/kernel-test.sh sets SOCKMESH_TIME_SCALE=10 when it runs the tests in a
+// One factor for the fixed waits of the kernel tests, the sandbox and podtool: how much slower than
+// the host this run is. scripts/kernel-test.sh sets SOCKMESH_TIME_SCALE=10 when it runs the tests in a
 // software-emulated VM (qemu TCG runs ~10x slower); on the host it is 1. A wait that is too short
 // under emulation is fixed by this factor, never by editing its number.
 

@@ -77,15 +77,18 @@ mkdir -p "$cache"
 cache=$(cd "$cache" && pwd -P)
 cwd=$(pwd -P)
 
-# The guest mounts its own kernel filesystems over these, so a directory below them cannot be the
-# host's one in the guest. (Below /tmp, /run and /var/tmp, which the guest covers with tmpfs, the
-# caller's directory is carried over: a CI checkout may live there. The cache is read by the host.)
-for p in "$cwd"; do
-  case "$p/" in
-    /proc/* | /sys/* | /dev/*)
-      die "$p is hidden in the guest (a kernel filesystem there); use another directory" ;;
-  esac
-done
+# The guest mounts its own kernel filesystems over /proc, /sys and /dev, and tmpfs over /tmp,
+# /run and /var/tmp. The caller's directory may be below the tmpfs ones (a CI checkout may live
+# there: the guest carries it over), not one of them itself; the cache (whose modules the guest
+# mounts) must be outside all of them.
+case "$cwd/" in
+  /proc/* | /sys/* | /dev/* | /tmp/ | /run/ | /var/tmp/)
+    die "$cwd is hidden in the guest (a kernel filesystem or tmpfs there); use another directory" ;;
+esac
+case "$cache/" in
+  /proc/* | /sys/* | /dev/* | /tmp/* | /run/* | /var/tmp/*)
+    die "SOCKMESH_KERNEL_CACHE=$cache is hidden in the guest (tmpfs or a kernel filesystem there); use another directory" ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
 # Cleanup: every process this script starts and every temp file, whatever way it ends. The
@@ -160,7 +163,7 @@ flock 9 # concurrent runs must not unpack or build the same thing at the same ti
 if [ ! -f "$cache/$pkg/version" ] && [ -n "$series" ]; then
   apt_update_once
   if ! apt-cache show "$pkg" >/dev/null 2>&1; then
-    newest=$(apt-cache search --names-only "$series" | awk '{print $1}' | sort -V | tail -n 1)
+    newest=$( (apt-cache search --names-only "$series" || true) | awk '{print $1}' | sort -V | tail -n 1)
     [ -n "$newest" ] || die "neither $pkg nor any other build of its series is in the package lists"
     say "$pkg is no longer in the package lists; using $newest, the newest of its series"
     pkg=$newest
@@ -400,8 +403,12 @@ elif [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
   if boot kvm 30 "$tmp/probe"; then
     accel=kvm
   else
+    why="$outcome${outcome:+: }$(tail -n 1 "$tmp/qemu.log" 2>/dev/null)"
+    # Only a KVM that fails where emulation boots is a verdict worth keeping; a guest that fails
+    # either way is a broken run, reported as one and not cached.
+    boot tcg 300 "$tmp/probe" || die "the guest does not boot under KVM ($why) nor under TCG ($outcome); nothing cached"
     accel=tcg
-    say "KVM does not boot $kver ($outcome${outcome:+: }$(tail -n 1 "$tmp/qemu.log" 2>/dev/null)); using TCG"
+    say "KVM does not boot $kver ($why); using TCG"
   fi
   echo "$accel" >"$accel_file"
   rm -rf "$tmp/probe"

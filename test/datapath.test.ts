@@ -240,14 +240,14 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
 
   test('backends replaced through the config file while a client connects in a loop', async () => {
     // The connect loop prints one line per attempt; wait for the first before changing anything.
-    const child = sb.spawn('client', [process.execPath, PODTOOL_PATH, 'connect-loop', '--target', `${VIP_FLIP}:80`, '--duration-ms', '2500'], {
+    const child = sb.spawn('client', [process.execPath, PODTOOL_PATH, 'connect-loop', '--target', `${VIP_FLIP}:80`, '--duration-ms', String(scaled(2500))], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     const firstLine = new Promise<void>((resolve) => child.stdout!.on('data', (d) => ((out += d), out.includes('\n') && resolve())));
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     await firstLine;
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, scaled(300)));
     const applied = nextApplied(agent!);
     writeConfig({ flipTo: 'web2' });
     const doneAt = await applied;

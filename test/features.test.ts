@@ -62,6 +62,20 @@ describe('[kernel] feature probes', kernelSkip(), () => {
   });
 });
 
+describe('[kernel] probes without the privilege to load BPF', kernelSkip(), () => {
+  test('say "not permitted", never "the kernel lacks it"', (t) => {
+    if (spawnSync('setpriv', ['--version']).status !== 0) return t.skip('no setpriv');
+    const mod = path.resolve(__dirname, '../mesh-agent/datapath/features.js');
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', `console.log(JSON.stringify(require(${JSON.stringify(mod)}).probeFeatures()))`], {
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const k = JSON.parse(r.stdout) as { denied?: string; features: Array<{ present: boolean; error?: string }> };
+    assert.match(k.denied ?? '', /may not load BPF programs .*EPERM/);
+    assert.ok(k.features.every((f) => !f.present && f.error === k.denied));
+  });
+});
+
 describe('[kernel] the datapath and the verifier', kernelSkip(), () => {
   let tmp: string;
   let cg: string;

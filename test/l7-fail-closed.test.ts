@@ -4,6 +4,7 @@
 // proxy, such as the backend's pod IP, are the open part of the authorization issue.)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
@@ -73,7 +74,7 @@ describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
 
   test('no proxy configured: a service with HTTP rules is refused at connect(), one without is not', async () => {
     dp.configureProxy(null);
-    for (const vip of [VIP4, `[${VIP6}]`]) {
+    for (const vip of [VIP4, `[${VIP6}]`, `[::ffff:${VIP4}]`]) {
       const d = await delta(`${vip}:80`);
       assert.deepEqual(d.r.errors, { ECONNREFUSED: 1 }, vip);
       assert.deepEqual([d.steered, d.refused], [0, 1], vip);
@@ -87,11 +88,25 @@ describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
     const v4 = await delta(`${VIP4}:80`);
     assert.deepEqual(v4.r.ids, { proxy: 1 }, JSON.stringify(v4.r));
     assert.deepEqual([v4.steered, v4.refused], [1, 0]);
+    // An IPv6 socket reaching the IPv4 VIP through its mapped form is IPv4: steered too.
+    const mapped = await delta(`[::ffff:${VIP4}]:80`);
+    assert.deepEqual(mapped.r.ids, { proxy: 1 }, JSON.stringify(mapped.r));
+    assert.deepEqual([mapped.steered, mapped.refused], [1, 0]);
     const v6 = await delta(`[${VIP6}]:80`);
     assert.deepEqual(v6.r.errors, { ECONNREFUSED: 1 }, JSON.stringify(v6.r));
     assert.deepEqual([v6.steered, v6.refused], [0, 1]);
     // With both families, both are steered.
     dp.configureProxy({ proxyCgroupId: 0n, proxy4: sb.pod('proxy').ipv4, proxy6: sb.pod('proxy').ipv6!, proxyPort: 15001 });
     assert.deepEqual((await delta(`[${VIP6}]:80`)).r.ids, { proxy: 1 });
+  });
+
+  test("the proxy's own cgroup is not steered: its connect to the VIP reaches a backend", async () => {
+    const own = fs.statSync(sb.pod('client').cgroupPath, { bigint: true }).ino; // the client plays the proxy here
+    dp.configureProxy({ proxyCgroupId: own, proxy4: sb.pod('proxy').ipv4, proxyPort: 15001 });
+    const d = await delta(`${VIP4}:80`);
+    assert.deepEqual(d.r.ids, { web: 1 }, JSON.stringify(d.r));
+    assert.deepEqual([d.steered, d.refused], [0, 0]);
+    // ...also for the family it has no proxy address of: exempt means translated, not refused.
+    assert.deepEqual((await delta(`[${VIP6}]:80`)).r.ids, { web: 1 });
   });
 });

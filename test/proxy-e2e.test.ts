@@ -141,16 +141,25 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     assert.equal(agent.datapath.proxyConfig()?.proxyCgroupId, proxyCgroup);
   });
 
-  async function startProxy(): Promise<void> {
+  /** Starts `sockmesh proxy`; with `unreachable`, on a control socket the agent does not know (it never gets a table). */
+  async function startProxy(unreachable = false): Promise<void> {
     proxyOut = '';
     proxyErr = '';
-    proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${sb.pod('proxy').ipv4}:15001`, '--bpffs', bpffs, '--control', path.join(dir, 'proxy.sock')], {
+    const control = path.join(dir, unreachable ? 'elsewhere.sock' : 'proxy.sock');
+    proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${sb.pod('proxy').ipv4}:15001`, '--bpffs', bpffs, '--control', control], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     proxy.stdout!.on('data', (d) => (proxyOut += d));
     proxy.stderr!.on('data', (d) => (proxyErr += d));
-    await waitUntil(() => proxyErr.includes('"policies applied"'), 10_000, 50);
-    assert.match(proxyErr, /"policies applied"/, proxyErr);
+    const ready = unreachable ? '"proxy running"' : '"policies applied"';
+    await waitUntil(() => proxyErr.includes(ready), 10_000, 50);
+    assert.ok(proxyErr.includes(ready), proxyErr);
+  }
+
+  async function stopProxy(): Promise<void> {
+    const old = proxy;
+    old.kill('SIGKILL');
+    await new Promise((r) => old.once('exit', r));
   }
 
   after(async () => {
@@ -200,7 +209,7 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     // Access-log lines of earlier tests may still be on their way through the pipe: let them land.
     const settled = async () => {
       for (let n = proxyRequests(), i = 0; i < 20; i++) {
-        await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, scaled(100)));
         if (proxyRequests() === n) return n;
         n = proxyRequests();
       }
@@ -215,6 +224,22 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     assert.equal(await settled(), requests, 'the proxy saw a request for a service without HTTP rules');
   });
 
+  test('a proxy that has no policy table refuses every steered request with 503, allowed paths too', async () => {
+    await stopProxy();
+    await startProxy(true);
+    try {
+      for (const p of ['/hello', '/deny/admin']) {
+        const r = await http('client', `${VIP_HTTP}:80`, p);
+        assert.equal(r.status, 503, `${p}: ${JSON.stringify(r)}`);
+        assert.equal(r.body, 'sockmesh: no policy for this destination yet');
+      }
+      assert.match(proxyOut, /"decision":"no_table"/);
+    } finally {
+      await stopProxy();
+      await startProxy();
+    }
+  });
+
   test('the proxy restarted under a request loop: no request is answered without its policy', async () => {
     // A denied path, asked for again and again while the proxy is killed and started anew: every
     // answer is the policy's 403, or 503 from a proxy that has no table yet, or a refused or reset
@@ -223,9 +248,7 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
       timeoutMs: 60_000,
     });
     await new Promise((r) => setTimeout(r, scaled(500)));
-    const old = proxy;
-    old.kill('SIGKILL');
-    await new Promise((r) => old.once('exit', r));
+    await stopProxy();
     await startProxy();
     const lines = (await loop).lines.filter((l) => 'status' in l);
     const statuses = new Map<string, number>();

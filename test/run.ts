@@ -20,8 +20,10 @@ const files = all
   .filter((f) => !only.length || only.some((o) => selects(o, f)))
   .sort()
   .map((f) => path.join(dir, f));
-if (only.length && !files.length) {
-  process.stderr.write(`no test file matches ${only.join(', ')}\n`);
+const unmatched = only.filter((o) => !all.some((f) => selects(o, f)));
+if (unmatched.length) {
+  // A typo must not quietly drop a file from a run (the kernel matrix names its files).
+  process.stderr.write(`no test file matches ${unmatched.join(', ')}\n`);
   process.exit(2);
 }
 const tap = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sockmesh-test-')), 'report.tap');

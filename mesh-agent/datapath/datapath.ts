@@ -172,6 +172,7 @@ export class Datapath {
     const objDir = settings.objDir ?? defaultObjDir();
     const cg = checkAttachCgroup(settings.cgroupPath);
     const features = probeFeatures();
+    if (features.denied) throw new DatapathError('SM_KERNEL', features.denied);
     const missing = missingRequired(features);
     if (missing.length) {
       throw new DatapathError(

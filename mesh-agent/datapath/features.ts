@@ -34,6 +34,8 @@ export interface KernelFeatures {
   /** uname -r */
   kernel: string;
   features: Feature[];
+  /** Set when this process may not load BPF at all: then no answer says anything about the kernel. */
+  denied?: string;
 }
 
 /** enum bpf_func_id (include/uapi/linux/bpf.h): only the helpers we use or probe for. */
@@ -126,10 +128,12 @@ const SPECS: Spec[] = [
   helper('cgroup_sock_addr', 'get_socket_cookie', 'reverse translation keyed by socket', undefined, true),
   helper('cgroup_sock_addr', 'sk_storage_get', 'per-socket translation state at connect', undefined, true),
   helper('cgroup_sock_addr', 'get_current_ancestor_cgroup_id', "the caller's pod cgroup for identity", undefined, true),
+  helper('cgroup_sock_addr', 'get_current_cgroup_id', "the caller's cgroup (the L7 proxy's own is not steered)", undefined, true),
   helper('cgroup_sock_addr', 'spin_lock', 'consistent reads of a service entry being switched', '5.1', true),
   helper('sock_ops', 'sock_hash_update', 'adding established sockets to the sockhash', '4.18', true),
   helper('sock_ops', 'sk_storage_get', 'per-socket state at establishment', undefined, true),
   helper('sk_msg', 'msg_redirect_hash', 'the redirect itself', '4.18', true),
+  helper('sk_msg', 'sk_storage_get', 'per-socket redirect decision', undefined, true),
   helper('cgroup_skb', 'skb_load_bytes', 'reading the TCP header of inbound SYNs', undefined, true),
   {
     name: 'map:bpf_f_lock',
@@ -178,15 +182,23 @@ export function featuresTurnedOff(env: NodeJS.ProcessEnv = process.env): Set<str
 /** Asks the running kernel about every feature. Never throws for a probe: a failed probe is a missing feature with its error. */
 export function probeFeatures(): KernelFeatures {
   const off = featuresTurnedOff();
+  // Without the privilege to load anything every probe would say "absent": say why instead.
+  let denied: string | undefined;
+  try {
+    bpf.probeCanLoad();
+  } catch (e) {
+    denied = `this process may not load BPF programs (${(e as Error).message}); the agent needs root or CAP_BPF + CAP_NET_ADMIN`;
+  }
   const features = SPECS.map(({ probe, ...f }): Feature => {
     if (off.has(f.name)) return { ...f, present: false, off: true };
+    if (denied) return { ...f, present: false, error: denied };
     try {
       return { ...f, present: probe() };
     } catch (e) {
       return { ...f, present: false, error: (e as Error).message };
     }
   });
-  return { kernel: os.release(), features };
+  return { kernel: os.release(), features, ...(denied ? { denied } : {}) };
 }
 
 export function missingRequired(k: KernelFeatures): Feature[] {

@@ -18,10 +18,28 @@ namespace smbpf {
 
 namespace {
 
-// libbpf answers 1 (supported), 0 (not), or <0 when the probe itself could not run (EPERM...).
+// libbpf answers 1 (supported), 0 (not), or <0 when the probe itself could not run. libbpf 1.1
+// also answers 0 when the kernel refused the load for lack of privilege, so callers first check
+// ProbeCanLoad, which tells "not permitted" apart from "not supported".
 Napi::Value Answer(const Op& op, int r) {
   if (r < 0) op.Fail(NegErr(r));
   return Napi::Boolean::New(op.env, r == 1);
+}
+
+// Whether this process may load BPF programs at all: a socket filter `r0 = 0; exit`, the most
+// basic load there is. Throws the kernel's errno (EPERM: no CAP_BPF/CAP_SYS_ADMIN, a seccomp
+// filter, kernel.unprivileged_bpf_disabled) so that a missing privilege is never reported as a
+// missing kernel feature.
+Napi::Value ProbeCanLoad(const Napi::CallbackInfo& info) {
+  Op op(info.Env(), "probe_can_load");
+  struct bpf_insn insns[2];
+  memset(insns, 0, sizeof(insns));
+  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+  insns[1].code = BPF_JMP | BPF_EXIT;
+  int fd = bpf_prog_load(BPF_PROG_TYPE_SOCKET_FILTER, "sm_probe", "GPL", insns, 2, nullptr);
+  if (fd < 0) op.Fail(NegErr(fd));
+  close(fd);
+  return Napi::Boolean::New(op.env, true);
 }
 
 Napi::Value ProbeProgType(const Napi::CallbackInfo& info) {
@@ -153,6 +171,7 @@ Napi::Value ProbeLockedLookup(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitProbes(Napi::Env env, Napi::Object exports) {
+  exports.Set("probeCanLoad", Napi::Function::New(env, ProbeCanLoad, "probeCanLoad"));
   exports.Set("probeProgType", Napi::Function::New(env, ProbeProgType, "probeProgType"));
   exports.Set("probeMapType", Napi::Function::New(env, ProbeMapType, "probeMapType"));
   exports.Set("probeHelper", Napi::Function::New(env, ProbeHelper, "probeHelper"));
