@@ -108,12 +108,32 @@ static __always_inline int sm_reject(enum sm_xlate why)
 	return 0;
 }
 
+/*
+ * The verdict on a translated connect, before its destination is rewritten: a service with HTTP
+ * rules goes to the L7 proxy (*be becomes the proxy), or is refused when it cannot (fail closed);
+ * any other connect is judged by the chosen backend's L4 policy. Returns 1 to go on with *be, 0
+ * when refused (the errno is set and the refusal counted).
+ */
+static __always_inline int sm_admit(struct bpf_sock_addr *ctx, const struct sm_svc_key *key, struct sm_backend *be,
+				    __u32 flags)
+{
+	switch ((flags & SM_SVC_F_L7) ? sm_steer_to_proxy(ctx, key, be) : SM_STEER_NONE) {
+	case SM_STEER_DONE:
+		return 1;
+	case SM_STEER_REFUSE:
+		return sm_l7_refuse();
+	case SM_STEER_ERROR:
+		return sm_reject(SM_XLATE_ERROR); /* ECONNREFUSED, counted in map_errors */
+	default:
+		return sm_policy_allows_connect(be->addr, be->family, be->port) ? 1 : sm_policy_reject();
+	}
+}
+
 static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
 {
 	struct sm_svc_key key;
 	struct sm_backend be;
 	enum sm_xlate res;
-	enum sm_steer steer;
 	__u32 flags = 0;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
@@ -129,14 +149,8 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 		return sm_policy_allows_connect(key.addr, key.family, key.port) ? 1 : sm_policy_reject();
 	if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
-	/* A steered connect is judged by the proxy; any other by the chosen backend's policy. */
-	steer = (flags & SM_SVC_F_L7) ? sm_steer_to_proxy(ctx, &key, &be) : SM_STEER_NONE;
-	if (steer == SM_STEER_REFUSE)
-		return sm_l7_refuse();
-	if (steer == SM_STEER_ERROR)
-		return sm_reject(SM_XLATE_ERROR); /* ECONNREFUSED, counted in map_errors */
-	if (steer == SM_STEER_NONE && !sm_policy_allows_connect(be.addr, be.family, be.port))
-		return sm_policy_reject();
+	if (!sm_admit(ctx, &key, &be, flags))
+		return 0;
 
 	ctx->user_ip4 = be.addr[0];
 	ctx->user_port = (__u32)be.port;
@@ -154,7 +168,6 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	struct sm_svc_key key;
 	struct sm_backend be;
 	enum sm_xlate res;
-	enum sm_steer steer;
 	__u32 flags = 0;
 	__u32 a[4];
 	int mapped;
@@ -186,13 +199,8 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 		return sm_policy_allows_connect(key.addr, key.family, key.port) ? 1 : sm_policy_reject();
 	if (res != SM_XLATE_DONE || be.family != key.family)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
-	steer = (flags & SM_SVC_F_L7) ? sm_steer_to_proxy(ctx, &key, &be) : SM_STEER_NONE;
-	if (steer == SM_STEER_REFUSE)
-		return sm_l7_refuse();
-	if (steer == SM_STEER_ERROR)
-		return sm_reject(SM_XLATE_ERROR); /* ECONNREFUSED, counted in map_errors */
-	if (steer == SM_STEER_NONE && !sm_policy_allows_connect(be.addr, be.family, be.port))
-		return sm_policy_reject();
+	if (!sm_admit(ctx, &key, &be, flags))
+		return 0;
 
 	if (mapped) {
 		ctx->user_ip6[0] = 0;
