@@ -425,9 +425,24 @@ export const steerValue = codec<SteerValue>(
 // --- L4 policy: struct sm_policy_dst / sm_policy_key / sm_policy_value ---------------------
 export const VERDICT_ALLOW = 1;
 export const VERDICT_DENY = 2;
+/** SM_VERDICT_L7: only in rows of identity IDENTITY_L7_PORTS, marking a port with HTTP rules. */
+export const VERDICT_L7 = 3;
+/** SM_IDENTITY_L7_PORTS: the reserved identity of the rows that mark ports with HTTP rules. */
+export const IDENTITY_L7_PORTS = 0xffffffff;
+/**
+ * SM_IDENTITY_UNRESOLVED: a caller inside the meshed cgroup whose pod cgroup is not mapped; its
+ * rows fail closed (a DENY naming principals or namespaces matches it, such an ALLOW does not).
+ */
+export const IDENTITY_UNRESOLVED = 0xfffffffe;
+/** SM_PDST_F_L7 (sm_policy_dst.flags): the destination has ports with HTTP rules. */
+export const PDST_F_L7 = 1;
+/** SM_EP_F_PROXY (sm_ip_identity flags): an L7 proxy's address, the only source let into such ports. */
+export const EP_F_PROXY = 1;
 
 export interface PolicyDst {
   set: number;
+  /** PDST_F_*; absent = 0 */
+  flags?: number;
 }
 export const policyDst = codec<PolicyDst>(
   'sm_policy_dst',
@@ -436,8 +451,8 @@ export const policyDst = codec<PolicyDst>(
     ['set', 'u32'],
     ['flags', 'u32'],
   ],
-  (v) => ({ set: v.set, flags: 0 }),
-  (r) => ({ set: r.set as number }),
+  (v) => ({ set: v.set, flags: v.flags ?? 0 }),
+  (r) => ({ set: r.set as number, ...((r.flags as number) ? { flags: r.flags as number } : {}) }),
 );
 
 export interface PolicyKey {

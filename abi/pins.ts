@@ -20,6 +20,7 @@ export type MapName =
   | 'sm_local_eps'
   | 'sm_sockhash'
   | 'sm_sock_state'
+  | 'sm_udp_flows'
   | 'sm_counters'
   | 'sm_config'
   | 'sm_steer'
@@ -36,6 +37,7 @@ export const MAP_NAMES: readonly MapName[] = [
   'sm_local_eps',
   'sm_sockhash',
   'sm_sock_state',
+  'sm_udp_flows',
   'sm_counters',
   'sm_config',
   'sm_steer',
@@ -53,6 +55,7 @@ export const SIZABLE_MAPS: readonly MapName[] = [
   'sm_revnat',
   'sm_local_eps',
   'sm_sockhash',
+  'sm_udp_flows',
   'sm_steer',
   'sm_ip_identity',
   'sm_cgroup_identity',

@@ -284,7 +284,10 @@ export async function runL7(opts: L7Options & ScenarioOptions): Promise<Scenario
           { name: 'uc', meshed: false }, // direct
           { name: 'us', meshed: false },
           { name: 'mc' }, // sockmesh client (workload frontend), l7 and l4
-          { name: 'ms' }, // sockmesh server (workload catalog)
+          { name: 'ms' }, // sockmesh server (workload catalog), behind HTTP rules
+          // The L4 variant's server: a port with HTTP rules takes connections from the L7 proxy
+          // only, so the L4 path needs a server of its own (same workload, same code).
+          { name: 'm4' },
           { name: 'proxy' }, // the node's L7 proxy
           { name: 'sc', meshed: false }, // sidecar
           { name: 'ss', meshed: false },
@@ -320,7 +323,7 @@ export async function runL7(opts: L7Options & ScenarioOptions): Promise<Scenario
       servers.push(h);
       return h.child.pid!;
     };
-    const serverPod: Record<L7Variant, string> = { direct: 'us', l7: 'ms', l4: 'ms', sidecar: 'ss' };
+    const serverPod: Record<L7Variant, string> = { direct: 'us', l7: 'ms', l4: 'm4', sidecar: 'ss' };
     const serverPid: Record<string, number> = {};
     for (const k of keys) serverPid[serverPod[k]] ??= await startServer(serverPod[k]);
 
@@ -336,11 +339,12 @@ export async function runL7(opts: L7Options & ScenarioOptions): Promise<Scenario
         ],
         endpoints: [
           { service: `${NS}/catalog`, address: ip('ms'), weight: 1, healthy: true },
-          { service: `${NS}/catalog-l4`, address: ip('ms'), weight: 1, healthy: true },
+          { service: `${NS}/catalog-l4`, address: ip('m4'), weight: 1, healthy: true },
         ],
         workloads: [
           { namespace: NS, name: 'frontend', serviceAccount: CLIENT_SA, ips: [ip('mc')], node: 'node1' },
           { namespace: NS, name: 'catalog', serviceAccount: 'catalog', ips: [ip('ms')], node: 'node1' },
+          { namespace: NS, name: 'catalog-l4', serviceAccount: 'catalog', ips: [ip('m4')], node: 'node1' },
         ],
         policies: { l4: [], l7: [{ destination: { ip: VIP_L7, port: 80 }, filters: [{ name: 'envoy.filters.http.rbac', config: envoyRbac() }] }] },
       };

@@ -53,6 +53,11 @@ const VIP_X = '198.19.0.13';
 const ECHO = 9000;
 const SINK = 9001;
 const HTTP = 9080;
+/**
+ * The L7 variant's HTTP server (same pod, own port): a port with HTTP rules takes connections from
+ * the L7 proxy only, so the L4 HTTP variant cannot share it.
+ */
+const HTTP_L7 = 9081;
 const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 
 type Mode = 'echo' | 'sink' | 'http';
@@ -161,7 +166,7 @@ function model(sb: Sandbox, policyPaths: boolean): Model {
     services: [
       svc('pp', VIP_SM, [[80, ECHO], [81, SINK], [82, HTTP]]),
       svc('pp-noredir', VIP_NR, [[80, ECHO], [81, SINK]]),
-      svc('pp-l7', VIP_L7, [[80, HTTP]]),
+      svc('pp-l7', VIP_L7, [[80, HTTP_L7]]),
       svc('pp-x', VIP_X, [[80, ECHO], [81, SINK]]),
     ],
     endpoints: [
@@ -239,12 +244,12 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
   let dp2: Datapath | undefined;
   let proxy: ChildProcess | undefined;
   try {
-    const serverPid = new Map<string, number>(); // `${pod}:${mode}` -> pid
-    const startServer = async (pod: string, mode: Mode, port: number): Promise<void> => {
+    const serverPid = new Map<string, number>(); // `${pod}:${mode}` (or a given key) -> pid
+    const startServer = async (pod: string, mode: Mode, port: number, key = `${pod}:${mode}`): Promise<void> => {
       const child = sb.spawn(pod, [native, '--serve', '--port', String(port), '--mode', mode], { stdio: ['ignore', 'pipe', 'pipe'] });
       const h = await waitServer(child, 15_000, `${pod}: native ${mode} server`);
       servers.push(h);
-      serverPid.set(`${pod}:${mode}`, h.child.pid!);
+      serverPid.set(key, h.child.pid!);
     };
     const bulk = o.bulkMiB > 0;
     for (const [pod, vs] of Object.entries({
@@ -259,8 +264,9 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
         await startServer(pod, 'echo', ECHO);
         if (bulk) await startServer(pod, 'sink', SINK);
       }
-      if (vs.some((v) => o.variants.includes(v) && VARIANTS[v].section === 'http')) await startServer(pod, 'http', HTTP);
+      if (vs.some((v) => o.variants.includes(v) && VARIANTS[v].section === 'http' && v !== 'http-l7')) await startServer(pod, 'http', HTTP);
     }
+    if (want('http-l7')) await startServer('ms', 'http', HTTP_L7, 'ms:http-l7');
     if (want('sidecar')) {
       await startServer('ss', 'echo', ECHO);
       sidecars.push(await startSidecars(sb, 'sc', 'ss', ECHO));
@@ -348,7 +354,7 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
         case 'http-sidecar':
           return { variant, client: 'hc', target: httpSidecars!.target, pids: [serverPid.get('hs:http')!, ...httpSidecars!.pids], http };
         case 'http-l7':
-          return { variant, client: 'mc', target: `${VIP_L7}:80`, pids: [serverPid.get('ms:http')!, ...proxyPids], http };
+          return { variant, client: 'mc', target: `${VIP_L7}:80`, pids: [serverPid.get('ms:http-l7')!, ...proxyPids], http };
         case 'xnode-plain':
           return { variant, client: 'uc', target: `${ipOf('xu')}:${port}`, pids: [serverPid.get(`xu:${mode}`)!], http };
         case 'xnode-sockmesh':

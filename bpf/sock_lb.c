@@ -23,6 +23,7 @@ enum sm_steer {
 	SM_STEER_DONE,     /* *out is the proxy */
 	SM_STEER_REFUSE,   /* the connect needs the proxy's verdict and no proxy can give it: refuse it */
 	SM_STEER_ERROR,    /* the same, because the socket state could not be kept: refuse it */
+	SM_STEER_DENY,     /* the caller's identity is refused by the service's L4 policy (counted) */
 };
 
 /*
@@ -32,6 +33,9 @@ enum sm_steer {
  * (socket-local storage); sockops publishes that, keyed by the client's address, once the
  * connection is up (map sm_steer), for the proxy to read. Connects from the proxy's own cgroup are
  * translated to a backend as usual (SM_STEER_NONE), and so is UDP, which carries no HTTP.
+ * The caller's L4 policy is judged here, before any byte moves (SM_STEER_DENY): against the VIP's
+ * own policy set, which the agent writes as the conjunction of the sets of every backend of the
+ * service (a client is let through only if each backend the proxy may pick would let it in).
  * Fail closed: without a proxy of the VIP's family (SM_STEER_REFUSE), or without the socket state
  * that tells the proxy where the connection was going (SM_STEER_ERROR), the HTTP rules could not
  * be applied, so the connect is refused rather than sent to a backend unjudged.
@@ -51,6 +55,8 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 		return SM_STEER_REFUSE;
 	if (cfg->proxy_cgroup_id && bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
 		return SM_STEER_NONE;
+	if (!sm_policy_allows_connect(vip->addr, vip->family, vip->port))
+		return SM_STEER_DENY;
 	if (!(cfg->flags & (vip->family == SM_AF_INET ? SM_CFG_F_PROXY4 : SM_CFG_F_PROXY6)))
 		return SM_STEER_REFUSE;
 	sk = ctx->sk;
@@ -124,9 +130,52 @@ static __always_inline int sm_admit(struct bpf_sock_addr *ctx, const struct sm_s
 		return sm_l7_refuse();
 	case SM_STEER_ERROR:
 		return sm_reject(SM_XLATE_ERROR); /* ECONNREFUSED, counted in map_errors */
+	case SM_STEER_DENY:
+		return sm_policy_reject();
 	default:
 		return sm_policy_allows_connect(be->addr, be->family, be->port) ? 1 : sm_policy_reject();
 	}
+}
+
+/*
+ * UDP flows (sm_udp_flows): a datagram to a peer this socket already has a flow with (it sent
+ * there before, or the inbound program let that peer's datagram in) is not judged again; a new
+ * flow is judged and then recorded, after translation (the peer as replies will show it). A
+ * failure to record is counted: the flow is then judged again at its next datagram.
+ */
+static __always_inline int sm_udp_known(struct bpf_sock_addr *ctx, const __be32 *addr, __u8 family, __be16 port)
+{
+	struct sm_flow_key k;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return 0;
+	sm_flow_key_fill(&k, bpf_get_socket_cookie(ctx), addr, family, port);
+	return bpf_map_lookup_elem(&sm_udp_flows, &k) != NULL;
+}
+
+static __always_inline void sm_udp_record(struct bpf_sock_addr *ctx, const __be32 *addr, __u8 family, __be16 port)
+{
+	struct sm_flow_key k;
+	__u32 one = 1;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return;
+	sm_flow_key_fill(&k, bpf_get_socket_cookie(ctx), addr, family, port);
+	if (bpf_map_lookup_elem(&sm_udp_flows, &k))
+		return;
+	if (bpf_map_update_elem(&sm_udp_flows, &k, &one, BPF_ANY))
+		sm_count(SM_CNT_MAP_ERROR, 1);
+}
+
+/* A connect()/sendmsg() to a destination that is not a service: judged by its L4 policy. */
+static __always_inline int sm_direct(struct bpf_sock_addr *ctx, const struct sm_svc_key *key)
+{
+	if (sm_udp_known(ctx, key->addr, key->family, key->port))
+		return 1;
+	if (!sm_policy_allows_connect(key->addr, key->family, key->port))
+		return sm_policy_reject();
+	sm_udp_record(ctx, key->addr, key->family, key->port);
+	return 1;
 }
 
 static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
@@ -146,7 +195,7 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 
 	res = sm_lb_xlate(&key, &be, &flags);
 	if (res == SM_XLATE_NOT_SERVICE)
-		return sm_policy_allows_connect(key.addr, key.family, key.port) ? 1 : sm_policy_reject();
+		return sm_direct(ctx, &key);
 	if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
 	if (!sm_admit(ctx, &key, &be, flags))
@@ -155,6 +204,7 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 	ctx->user_ip4 = be.addr[0];
 	ctx->user_port = (__u32)be.port;
 	sm_revnat_record(bpf_get_socket_cookie(ctx), &be, &key);
+	sm_udp_record(ctx, be.addr, be.family, be.port);
 	sm_count(ok_counter, 1);
 	return 1;
 }
@@ -196,7 +246,7 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 
 	res = sm_lb_xlate(&key, &be, &flags);
 	if (res == SM_XLATE_NOT_SERVICE)
-		return sm_policy_allows_connect(key.addr, key.family, key.port) ? 1 : sm_policy_reject();
+		return sm_direct(ctx, &key);
 	if (res != SM_XLATE_DONE || be.family != key.family)
 		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
 	if (!sm_admit(ctx, &key, &be, flags))
@@ -215,6 +265,7 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	}
 	ctx->user_port = (__u32)be.port;
 	sm_revnat_record(bpf_get_socket_cookie(ctx), &be, &key);
+	sm_udp_record(ctx, be.addr, be.family, be.port);
 	sm_count(ok_counter, 1);
 	return 1;
 }

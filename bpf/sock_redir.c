@@ -58,8 +58,34 @@ static __always_inline void sm_publish_steer(struct bpf_sock_ops *skops, const s
 	ep = bpf_map_lookup_elem(&sm_local_eps, &ik);
 	if (ep)
 		v.identity = ep->identity;
-	if (bpf_map_update_elem(&sm_steer, &k, &v, BPF_ANY))
+	if (bpf_map_update_elem(&sm_steer, &k, &v, BPF_ANY)) {
 		sm_count(SM_CNT_MAP_ERROR, 1);
+		return;
+	}
+	/* Told when this socket closes (steered sockets only): its record goes with it. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/*
+ * A steered client socket is closing: delete its record, so that a later socket on the same
+ * address and port (the pod's IP given to another pod, a port reused) never inherits the old
+ * destination and identity. The proxy also deletes a record once it has read it.
+ */
+static __always_inline void sm_forget_steer(struct bpf_sock_ops *skops)
+{
+	struct sm_sock_key key;
+	struct sm_steer_key k;
+
+	if (sm_key_from_sockops(skops, &key))
+		return;
+	__builtin_memset(&k, 0, sizeof(k));
+	k.addr[0] = key.local[0];
+	k.addr[1] = key.local[1];
+	k.addr[2] = key.local[2];
+	k.addr[3] = key.local[3];
+	k.port = key.local_port;
+	k.family = key.family;
+	bpf_map_delete_elem(&sm_steer, &k); /* absent already: the proxy took it */
 }
 
 SEC("sockops")
@@ -71,6 +97,10 @@ int sm_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			sm_forget_steer(skops);
+		return 1;
 	default:
 		return 1;
 	}

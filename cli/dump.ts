@@ -18,8 +18,12 @@ import {
   sockKey,
   svcKey,
   svcValue,
+  IDENTITY_L7_PORTS,
+  IDENTITY_UNRESOLVED,
+  PDST_F_L7,
   VERDICT_ALLOW,
   VERDICT_DENY,
+  VERDICT_L7,
 } from '../abi/codecs';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { DEFAULT_BPFFS_DIR } from '../abi/pins';
@@ -306,8 +310,8 @@ export function formatIdentities(d: IdentityDump): string {
 export interface PolicyDump {
   /** The sm_policy* maps with their fill level; empty: this datapath has no L4 policy maps. */
   maps: Array<{ name: string; entries: number; capacity: number }>;
-  /** sm_policy_dst: destination IP -> policy set. */
-  destinations: Array<{ ip: string; set: number }>;
+  /** sm_policy_dst: destination IP -> policy set; `httpRules`: some of its ports take the L7 proxy only. */
+  destinations: Array<{ ip: string; set: number; httpRules: boolean }>;
   /**
    * sm_policy: (set, source identity, destination port) -> verdict. identity 0: every identity
    * without rows of its own; port 0 (`*`): every port without rows of its own.
@@ -323,7 +327,7 @@ export function policyMaps(dp: Datapath): Array<[string, RawMap]> {
 }
 
 export function verdictName(v: number): string {
-  return v === VERDICT_ALLOW ? 'ALLOW' : v === VERDICT_DENY ? 'DENY' : `verdict${v}`;
+  return v === VERDICT_ALLOW ? 'ALLOW' : v === VERDICT_DENY ? 'DENY' : v === VERDICT_L7 ? 'L7 PROXY ONLY' : `verdict${v}`;
 }
 
 export async function readPolicies(dp: Datapath, admin: string | null): Promise<PolicyDump> {
@@ -335,7 +339,7 @@ export async function readPolicies(dp: Datapath, admin: string | null): Promise<
   const names = admin ? await identityNames(admin, dp.bpffsDir) : { ...noNames(), note: 'not asked (--admin none)' };
   const destinations = new TypedMap(dstMap, ipKey, policyDst)
     .entries()
-    .map(([k, v]) => ({ ip: k.ip, set: v.set }))
+    .map(([k, v]) => ({ ip: k.ip, set: v.set, httpRules: ((v.flags ?? 0) & PDST_F_L7) !== 0 }))
     .sort((a, b) => a.set - b.set || cmpAddr(a.ip, b.ip));
   const entries = new TypedMap(polMap, policyKey, policyValue)
     .entries()
@@ -354,13 +358,13 @@ export function formatPolicies(p: PolicyDump): string {
   if (!p.destinations.length) {
     out.push('no destination has an L4 policy: every connection is allowed');
   } else {
-    out.push(table([['DESTINATION', 'POLICY SET'], ...p.destinations.map((d) => [d.ip, String(d.set)])]), '');
+    out.push(table([['DESTINATION', 'POLICY SET', 'FLAGS'], ...p.destinations.map((d) => [d.ip, String(d.set), d.httpRules ? 'http-rules' : '-'])]), '');
     out.push(
       table([
         ['SET', 'SOURCE IDENTITY', 'PORT', 'VERDICT', 'RULE'],
         ...p.entries.map((e) => [
           String(e.set),
-          e.identity === 0 ? '* (any other)' : e.spiffe ? `${e.identity} ${e.spiffe}` : String(e.identity),
+          e.identity === 0 ? '* (any other)' : e.identity === IDENTITY_L7_PORTS ? '(ports with HTTP rules)' : e.identity === IDENTITY_UNRESOLVED ? '(meshed, unresolved)' : e.spiffe ? `${e.identity} ${e.spiffe}` : String(e.identity),
           e.port === 0 ? '*' : String(e.port),
           e.verdict,
           e.rule === 0 ? '-' : e.policy ? `${e.rule} ${e.policy}` : String(e.rule),

@@ -19,10 +19,12 @@ commands:
   agent (--config FILE | --xds HOST:PORT | --kubernetes) [--kubernetes] --cgroup PATH [--bpffs DIR] [--node-name NAME]
         [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
         [--xds-token-file FILE] [--cgroup-driver auto|systemd|cgroupfs|none] [--proxy-listen HOST:PORT [--proxy-listen [IPv6]:PORT] [--proxy-cgroup PATH] [--proxy-control SOCKET]]
-        [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
+        [--peer-proxy IP ...] [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
         run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
         change) or from an xDS control plane (ADS), keep the kernel in step; the admin endpoint
-        (loopback or unix socket only) serves /metrics, /healthz, /readyz, /config-dump, /debug/state
+        (loopback or unix socket only) serves /metrics, /healthz, /readyz, /config-dump, /debug/state;
+        local ports with HTTP rules accept connections only from the proxy's addresses and --peer-proxy
+        (the other nodes' proxies)
   status [--bpffs DIR] [--json]
         attached programs, map usage and datapath counters
   dump services|endpoints|identities|policies|sockets [--bpffs DIR] [--json]
@@ -92,6 +94,7 @@ async function runAgent(args: string[]): Promise<void> {
       'proxy-listen': { type: 'string', multiple: true },
       'proxy-cgroup': { type: 'string' },
       'proxy-control': { type: 'string', default: DEFAULT_PROXY_CONTROL },
+      'peer-proxy': { type: 'string', multiple: true },
       cgroup: { type: 'string' },
       bpffs: { type: 'string', default: DEFAULT_BPFFS_DIR },
       'node-name': { type: 'string' },
@@ -156,9 +159,12 @@ async function runAgent(args: string[]): Promise<void> {
     if (listens.some((l) => l.port !== listens[0].port)) fail('agent: --proxy-listen: both addresses must use the same port');
     proxy = { host: listens[0].host, hosts: listens.map((l) => l.host), port: listens[0].port, cgroupPath: values['proxy-cgroup'], controlPath: values['proxy-control']! };
   }
+  const peerProxies = values['peer-proxy'] ?? [];
+  for (const ip of peerProxies) if (canonicalIp(ip) === undefined) fail(`agent: --peer-proxy ${ip}: expected an IP address`);
   const agent = new Agent({
     source,
     proxy,
+    peerProxies,
     cgroupPath: values.cgroup,
     bpffsDir: values.bpffs,
     nodeName: values['node-name'],

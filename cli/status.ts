@@ -1,6 +1,7 @@
 // `sockmesh status`: what is attached, how full each map is, and the datapath counters, read
 // straight from the pinned kernel objects (no agent needs to be running), and what the running
 // kernel can do (probed here, as the agent probes it at start).
+import { NO_USAGE_MAPS } from '../mesh-agent/metrics';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { type KernelFeatures, probeFeatures } from '../mesh-agent/datapath/features';
 import { DEFAULT_BPFFS_DIR, MAP_NAMES } from '../abi/pins';
@@ -13,18 +14,13 @@ export interface StatusReport {
   kernel: KernelFeatures;
 }
 
-/**
- * Maps without a meaningful fill level: socket-local storage cannot be listed from user space, and
- * arrays always hold max_entries entries.
- */
-const NO_USAGE = new Set(['sm_sock_state', 'sm_counters', 'sm_config', 'sm_rcu_sync']);
 
 export function readStatus(bpffsDir = DEFAULT_BPFFS_DIR): StatusReport {
   const dp = Datapath.openPinned(bpffsDir);
   try {
     const maps = MAP_NAMES.map((name) => {
       const m = dp.maps[name];
-      const entries = NO_USAGE.has(name) ? null : m.count();
+      const entries = NO_USAGE_MAPS.has(name) ? null : m.count();
       const capacity = m.maxEntries;
       return { name, entries, capacity, usage: entries === null || !capacity ? null : entries / capacity };
     });

@@ -25,8 +25,13 @@ import {
   slotKey,
   svcKey,
   svcValue,
+  EP_F_PROXY,
+  IDENTITY_L7_PORTS,
+  IDENTITY_UNRESOLVED,
+  PDST_F_L7,
   VERDICT_ALLOW,
   VERDICT_DENY,
+  VERDICT_L7,
 } from '../abi/codecs';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { DEFAULT_BPFFS_DIR } from '../abi/pins';
@@ -73,7 +78,7 @@ function verdictFor(dp: Datapath, dst: { ip: string; port: number }, identity: n
  *  - at connect()/sendmsg() (bpf/sock_lb.c), for the caller's identity, which the kernel takes from
  *    the caller's cgroup (sm_cgroup_identity). trace only knows the source IP: it takes the IP's
  *    identity, and says so when no pod cgroup of this node carries that identity (the kernel then
- *    sees identity 0);
+ *    sees SM_IDENTITY_UNRESOLVED);
  *  - for TCP to a local pod, again at its ingress on the SYN (bpf/skb_policy.c), for the identity
  *    of the source IP (sm_ip_identity).
  */
@@ -87,11 +92,28 @@ export function policyDecision(
   const ipIds = new TypedMap(dp.maps.sm_ip_identity, ipKey, localEp);
   const ipIdentity = ipIds.get({ ip: q.sourceIp })?.identity ?? 0;
   const cgroupIdentities = new Set(new TypedMap(dp.maps.sm_cgroup_identity, cgroupId, localEp).entries().map(([, v]) => v.identity));
-  const connectIdentity = cgroupIdentities.has(ipIdentity) ? ipIdentity : 0;
+  // A caller whose pod cgroup is not mapped is SM_IDENTITY_UNRESOLVED at connect() (fail closed).
+  const connectIdentity = ipIdentity && cgroupIdentities.has(ipIdentity) ? ipIdentity : IDENTITY_UNRESOLVED;
   const idNote =
     connectIdentity === ipIdentity
-      ? `identity ${ipIdentity || '0 (unknown)'}`
-      : `identity 0: no pod cgroup on this node carries the source's identity ${ipIdentity}`;
+      ? `identity ${ipIdentity}`
+      : `unresolved identity: no pod cgroup on this node carries the source's identity ${ipIdentity || '(none)'}; judged fail closed`;
+  const pd = new TypedMap(dp.maps.sm_policy_dst, ipKey, policyDst).get({ ip: q.dst.ip });
+  if (pd && ((pd.flags ?? 0) & PDST_F_L7)) {
+    const marker = new TypedMap(dp.maps.sm_policy, policyKey, policyValue).get({ set: pd.set, identity: IDENTITY_L7_PORTS, port: q.dst.port });
+    if (marker?.verdict === VERDICT_L7) {
+      // sm_l7_port(): only the L7 proxy may open this port, and it is not judged again there.
+      if ((ipIds.get({ ip: q.sourceIp })?.flags ?? 0) & EP_F_PROXY) {
+        return { verdict: 'allow', rule: 0, reason: 'allowed: the port has HTTP rules and the source is an L7 proxy (SM_EP_F_PROXY; it judged its client at the client\'s connect)' };
+      }
+      return {
+        verdict: 'deny',
+        rule: 0,
+        stage: 'connect',
+        reason: 'the port has HTTP rules: only the L7 proxy may connect to it (EACCES at connect() from a meshed pod, the SYN dropped at the pod from anywhere else); clients reach it through the service VIP',
+      };
+    }
+  }
   const out = verdictFor(dp, q.dst, connectIdentity);
   if (out === 'no_policy') return { verdict: 'allow', reason: 'allowed: the destination has no L4 policy', rule: 0 };
   const rule = (r: number) => (r ? `rule ${r}` : 'no policy matched');
@@ -120,7 +142,14 @@ export interface TraceBackend {
   policy: PolicyDecision;
 }
 
-export type TraceOutcome = 'not_a_service' | 'translated' | 'steered_to_l7_proxy' | 'refused_no_l7_proxy' | 'refused_no_backend' | 'refused_family';
+export type TraceOutcome =
+  | 'not_a_service'
+  | 'translated'
+  | 'steered_to_l7_proxy'
+  | 'refused_no_l7_proxy'
+  | 'refused_policy'
+  | 'refused_no_backend'
+  | 'refused_family';
 
 export interface TraceResult {
   query: { from: string; to: string; proto: string };
@@ -129,7 +158,14 @@ export interface TraceResult {
   outcome: TraceOutcome;
   summary: string;
   backends: TraceBackend[];
-  l7: { serviceHasL7: boolean; proxy: string | null; steered: boolean; reason: string };
+  l7: {
+    serviceHasL7: boolean;
+    proxy: string | null;
+    steered: boolean;
+    reason: string;
+    /** When steered: the client's L4 verdict against the service (all its backends), at connect(). */
+    clientPolicy?: PolicyDecision;
+  };
   /** For a destination that is not a service (each backend has its own otherwise). */
   policy: PolicyDecision | null;
   /** Redirect decision for a destination that is not a service. */
@@ -246,6 +282,9 @@ export function trace(dp: Datapath, q: TraceQuery): TraceResult {
   else {
     res.l7.steered = true;
     res.l7.reason = `SM_SVC_F_L7: steered to the L7 proxy ${res.l7.proxy}, which applies the HTTP rules and connects to a backend below (connects from the proxy's own cgroup are not steered)`;
+    // sm_steer_to_proxy(): the client is judged first, against the VIP's own set (the agent writes
+    // there the conjunction of every backend's L4 policy).
+    res.l7.clientPolicy = policyDecision(dp, { sourceIp: from, dst: { ip: to.ip, port: to.port }, proto, dstLocal: false });
   }
 
   const sameFam = familyOf(from) === fam;
@@ -260,14 +299,17 @@ export function trace(dp: Datapath, q: TraceQuery): TraceResult {
       // backend is translated like any other (and redirected only if the proxy is a local pod).
       redirected: res.l7.steered ? false : r.redirected,
       path: res.l7.steered ? 'via the L7 proxy' : r.path,
-      policy: res.l7.steered && policyMaps(dp).length
-        ? { verdict: 'not_evaluated' as const, reason: 'steered: the L7 proxy decides (the kernel does not apply L4 policy to a steered connect)' }
+      policy: res.l7.steered
+        ? { verdict: 'not_evaluated' as const, reason: "steered: the client was judged at its connect (l7.clientPolicy); the proxy's own connect to this backend is let through (SM_EP_F_PROXY)" }
         : policyDecision(dp, { sourceIp: from, dst: { ip: b.ip, port: b.port }, proto, dstLocal: !!peer }),
     };
   });
   if (hasL7 && proto === IPPROTO_TCP && !proxyIp) {
     res.outcome = 'refused_no_l7_proxy';
     res.summary = `service ${res.query.to}/${res.query.proto} (svc id ${svc.svcId}) has HTTP rules but no IPv${fam === 2 ? 4 : 6} L7 proxy is configured: connect() fails with ECONNREFUSED (connect_no_backend), never reaching a backend unjudged`;
+  } else if (res.l7.steered && res.l7.clientPolicy?.verdict === 'deny') {
+    res.outcome = 'refused_policy';
+    res.summary = `service ${res.query.to}/${res.query.proto} (svc id ${svc.svcId}) has HTTP rules, and the service's L4 policy refuses this client: ${res.l7.clientPolicy.reason}`;
   } else if (res.l7.steered) {
     res.outcome = 'steered_to_l7_proxy';
     const p = locals.get(proxyIp!);
@@ -299,6 +341,7 @@ export function formatTrace(r: TraceResult): string {
     const s = r.service;
     out.push(`service   ${hostPort(s.vip, s.port)}/${s.proto}: svc id ${s.svcId}, generation ${s.gen}, ${s.slotCount} slots, flags ${s.flags.join(',') || '-'}`);
     out.push(`L7        ${r.l7.reason}`);
+    if (r.l7.clientPolicy) out.push(`L4        client: ${r.l7.clientPolicy.reason}`);
     if (r.backends.length) {
       out.push('backends');
       const rows = [['  BACKEND', 'SHARE', 'LOCAL POD', 'IDENTITY', 'PATH', 'L4 POLICY']];

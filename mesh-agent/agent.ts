@@ -29,14 +29,18 @@ export interface AgentOptions extends DatapathSettings {
   /** Delay before re-applying a config some of which could not be applied (default 5 s). */
   retryMs?: number;
   /**
-   * The node's L7 proxy: connects to services with HTTP rules are steered to `host:port`; the
-   * proxy's cgroup is exempt; policies and identities are pushed to it over `controlPath`.
-   */
-  /**
-   * The node's L7 proxy: `host` (or `hosts`, one IPv4 and one IPv6 address on a dual-stack node)
-   * and `port`. A VIP with HTTP rules of a family without a proxy address is refused, not steered.
+   * The node's L7 proxy: connects to services with HTTP rules are steered to `host:port` (or
+   * `hosts`, one IPv4 and one IPv6 address on a dual-stack node); the proxy's cgroup is exempt;
+   * policies and identities are pushed to it over `controlPath`. A VIP with HTTP rules of a family
+   * without a proxy address is refused, not steered. The proxy's addresses are also the sources
+   * that local ports with HTTP rules accept connections from.
    */
   proxy?: { host: string; hosts?: string[]; port: number; cgroupPath?: string; controlPath: string };
+  /**
+   * Addresses of the other nodes' L7 proxies (the source address of their upstream connects): a
+   * local port with HTTP rules accepts connections from these and from this node's proxy only.
+   */
+  peerProxies?: string[];
   log?: Logger;
   /**
    * The admin endpoint (/metrics, /healthz, /readyz, /config-dump, /debug/state): a loopback
@@ -84,6 +88,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** How many L7 policies the last "no proxy" warning was about (warn again when that changes). */
   private warnedNoProxy = 0;
   private lastProxyConfig = '';
+  private lastPolicyWarnings = '';
   /** Reports of every apply, newest last (tests and status read them). */
   readonly reports: ApplyReport[] = [];
   /** Prometheus metrics (served on the admin endpoint's /metrics). */
@@ -204,7 +209,14 @@ export class Agent extends EventEmitter<AgentEvents> {
       const source = describeSource(this.source, xdsStateOf(this.source), this.opts.configPath);
       this.last.received = { snapshot: cfg, source, at: new Date() };
     }
-    const desired = desiredState(cfg.model, this.nodeName, this.opts.maxSlots);
+    const p = this.opts.proxy;
+    const proxies = [...(p ? (p.hosts?.length ? p.hosts : [p.host]) : []), ...(this.opts.peerProxies ?? [])];
+    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies });
+    const warnings = desired.policy.warnings.join('\n');
+    if (warnings !== this.lastPolicyWarnings) {
+      this.lastPolicyWarnings = warnings;
+      for (const w of desired.policy.warnings) this.log.warn('policy', { warning: w });
+    }
     const report = this.reconciler!.apply(desired);
     const appliedAt = new Date();
     this.last.applied = { report, at: appliedAt };

@@ -47,8 +47,7 @@ export const METRIC_NAMES = {
 
 /**
  * Maps without a meaningful fill level: socket-local storage cannot be listed from user space,
- * arrays always hold max_entries entries. Same set as NO_USAGE in cli/status.ts (proposed: export
- * one list from datapath/datapath.ts and use it in both).
+ * arrays always hold max_entries entries (`sockmesh status` uses the same list).
  */
 export const NO_USAGE_MAPS: ReadonlySet<string> = new Set(['sm_sock_state', 'sm_counters', 'sm_config', 'sm_rcu_sync']);
 
@@ -339,7 +338,7 @@ export class AgentMetrics {
       name: METRIC_NAMES.mapUsageRatio,
       help:
         'entries / capacity of each kernel map that refuses entries when full (SM_MAP_FULL, map_errors); ' +
-        'not LRU maps (sm_revnat, sm_steer), which are full by design and evict their oldest entries',
+        'not LRU maps (sm_revnat, sm_steer, sm_udp_flows), which are full by design and evict their oldest entries',
       labelNames: ['map'],
       registers: reg,
       async collect() {

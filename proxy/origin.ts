@@ -18,9 +18,12 @@ export class KernelOrigins {
     this.identities = ids;
   }
 
-  /** The origin of a connection whose peer is ip:port, or undefined when the kernel did not steer it. */
+  /**
+   * The origin of a connection whose peer is ip:port, or undefined when the kernel did not steer
+   * it. The record is consumed: call this once per accepted connection.
+   */
   lookup(ip: string, port: number): ConnectionOrigin | undefined {
-    const s = this.map.lookup(ip, port);
+    const s = this.map.take(ip, port);
     if (!s) return undefined;
     const principal = s.identity ? this.identities.get(s.identity) : undefined;
     return { destinationIp: s.orig.ip, destinationPort: s.orig.port, ...(principal ? { principal } : {}) };

@@ -19,7 +19,7 @@
 //   serve-http --port P --name N          serve-grpc --port P --name N
 //   http       --target HOST:PORT --path P [--host H] [--method M] [--duration-ms D [--interval-ms I]]
 //   grpc       --target HOST:PORT --method Allowed|Forbidden
-//   connect    --target HOST:PORT [--connect-timeout-ms T]
+//   connect    --target HOST:PORT [--connect-timeout-ms T] [--local-port P] [--hold-ms H]
 // IPv6 targets are written [addr]:port.
 
 import { createHash } from 'node:crypto';
@@ -274,10 +274,12 @@ async function connectLoop(f: Flags): Promise<void> {
 async function connectOnce(f: Flags): Promise<void> {
   const t = parseTarget(str(f, 'target'));
   const cto = scaled(int(f, 'connect-timeout-ms', 5000, 1));
+  const localPort = f['local-port'] === undefined ? undefined : int(f, 'local-port', undefined, 1);
+  const holdMs = f['hold-ms'] === undefined ? undefined : int(f, 'hold-ms', undefined, 0);
   const start = hrNow();
   const ms = (): number => Number(hrNow() - start) / 1e6;
   await new Promise<void>((resolve) => {
-    const sock = net.connect({ host: t.host, port: t.port });
+    const sock = net.connect({ host: t.host, port: t.port, ...(localPort ? { localPort } : {}) });
     let done = false;
     const finish = (o: unknown): void => {
       if (done) return;
@@ -288,14 +290,21 @@ async function connectOnce(f: Flags): Promise<void> {
       resolve();
     };
     const timer = setTimeout(() => finish({ ok: false, err: 'ETIMEDOUT', ms: ms() }), cto);
-    sock.on('connect', () =>
-      finish({
+    sock.on('connect', () => {
+      const o = {
         ok: true,
         peer: { address: sock.remoteAddress, port: sock.remotePort, family: sock.remoteFamily },
         local: { address: sock.localAddress, port: sock.localPort },
         ms: ms(),
-      }),
-    );
+      };
+      if (holdMs === undefined) return finish(o);
+      // Held open: say so now, close gracefully later, and report once the socket is closed.
+      clearTimeout(timer);
+      out({ event: 'connected', ...o });
+      setTimeout(() => sock.end(), holdMs);
+      sock.on('close', () => finish({ ...o, closed: true }));
+      sock.resume();
+    });
     sock.on('error', (e) => finish({ ok: false, err: code(e), ms: ms() }));
   });
 }
@@ -646,7 +655,7 @@ const USAGE = `usage: podtool.js <subcommand> [--flags]
   transfer --target HOST:PORT --bytes N [--chunk K] [--conns C] [--mode echo|sink] [--seed S]
   udp --target HOST:PORT [--payload S] [--count N]
   pingpong --target HOST:PORT --size S --rounds R [--warmup W] [--conns C]
-  connect --target HOST:PORT
+  connect --target HOST:PORT [--connect-timeout-ms T] [--local-port P] [--hold-ms H]
   (clients: [--timeout-ms T] overall bound, default 60000)`;
 
 async function main(): Promise<void> {

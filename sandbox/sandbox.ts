@@ -108,6 +108,12 @@ export interface ExecOptions extends SpawnOptions {
   timeoutMs?: number;
   /** Written to stdin, which is then closed. */
   input?: string | Buffer;
+  /**
+   * Run in the pod's netns but in the node's host cgroup, outside the meshed cgroup: its sockets
+   * are made outside the mesh (like a socket made elsewhere and passed into the pod), so no
+   * outbound hook ever sees them. Pods only.
+   */
+  outsideMesh?: boolean;
 }
 
 export interface ExecResult {
@@ -627,7 +633,9 @@ export class Sandbox {
   }
 
   exec(podName: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    return collect(this.spawn(podName, argv, stripExec(opts)), opts);
+    if (!opts.outsideMesh) return collect(this.spawn(podName, argv, stripExec(opts)), opts);
+    const q = this.pod(podName);
+    return collect(this.spawnIn(this.node(q.node).hostCgroupPath, q.netns, argv, stripExec(opts)), opts);
   }
 
   execNode(nodeName: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
@@ -746,7 +754,7 @@ function validateSpec(spec: SandboxSpec): void {
 }
 
 function stripExec(opts: ExecOptions): SpawnOptions {
-  const { timeoutMs: _t, input: _i, ...rest } = opts;
+  const { timeoutMs: _t, input: _i, outsideMesh: _o, ...rest } = opts;
   return { stdio: ['pipe', 'pipe', 'pipe'], ...rest };
 }
 

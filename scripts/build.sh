@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the BPF objects (bpf/ -> build/bpf), the libbpf addon (native/) and the TypeScript (dist/).
+# Builds the BPF objects (bpf/ -> build/bpf), the libbpf addon (native/), the test tools (build/tools)
+# and the TypeScript (dist/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,12 @@ make -s -C bpf
 addon=native/build/Release/sockmesh_bpf.node
 if [ ! -f "$addon" ] || [ -n "$(find native/src native/binding.gyp -newer "$addon" -print -quit)" ]; then
   bash native/build.sh --silent
+fi
+
+# Test tools that need what Node cannot do (raw sockets).
+mkdir -p build/tools
+if [ ! -f build/tools/rawsyn ] || [ sandbox/tools/rawsyn.c -nt build/tools/rawsyn ]; then
+  gcc -O2 -Wall -Werror -o build/tools/rawsyn sandbox/tools/rawsyn.c
 fi
 
 node_modules/.bin/tsc -p tsconfig.json

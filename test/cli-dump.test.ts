@@ -199,12 +199,24 @@ describe('[kernel] sockmesh dump / trace / config-dump on a real datapath', kern
   test('dump policies: destination -> policy set, verdict rows with identities and policy names', async () => {
     const j = await json(['dump', 'policies', '--admin', admin]);
     assert.deepEqual(j.maps.map((m: any) => m.name), ['sm_policy', 'sm_policy_dst']);
-    assert.deepEqual(j.destinations.map((d: any) => d.ip), [ip('web2')]);
-    const set = j.destinations[0].set;
-    const allow = j.entries.find((e: any) => e.identity === idOf('client'));
+    // web2's own L4 policy; web1 and web2 serve a port with HTTP rules (8080: the L7 proxy only);
+    // the VIP carries the client's verdict for the steered path (all of web's backends at once).
+    const dsts = new Map(j.destinations.map((d: any) => [d.ip, d]));
+    assert.deepEqual([...dsts.keys()].sort(), [ip('web1'), ip('web2'), VIP].sort());
+    assert.deepEqual([ip('web1'), ip('web2'), VIP].map((a) => (dsts.get(a) as any).httpRules), [true, true, false]);
+    const rows = (a: string) => j.entries.filter((e: any) => e.set === (dsts.get(a) as any).set);
+    const set = (dsts.get(ip('web2')) as any).set;
+    const allow = rows(ip('web2')).find((e: any) => e.identity === idOf('client'));
     assert.deepEqual(allow, { set, identity: idOf('client'), port: 0, verdict: 'ALLOW', rule: 1, spiffe: 'spiffe://cluster.local/ns/default/sa/client', policy: 'default/web2-allow-client' });
-    const dflt = j.entries.find((e: any) => e.identity === 0 && e.port === 0);
+    const dflt = rows(ip('web2')).find((e: any) => e.identity === 0 && e.port === 0);
     assert.deepEqual(dflt, { set, identity: 0, port: 0, verdict: 'DENY', rule: 0 });
+    for (const b of ['web1', 'web2']) {
+      assert.deepEqual(rows(ip(b)).filter((e: any) => e.identity === 0xffffffff).map((e: any) => [e.port, e.verdict]), [[8080, 'L7 PROXY ONLY']], b);
+    }
+    assert.deepEqual(
+      rows(VIP).map((e: any) => [e.identity, e.port, e.verdict]),
+      [[0, 0, 'ALLOW'], [0, 80, 'DENY'], [idOf('client'), 80, 'ALLOW']],
+    );
     const t = await text(['dump', 'policies', '--admin', admin]);
     assert.match(t, /^SET\s+SOURCE IDENTITY\s+PORT\s+VERDICT\s+RULE$/m);
     assert.match(t, /ALLOW\s+1 default\/web2-allow-client$/m);
@@ -277,7 +289,8 @@ describe('[kernel] sockmesh dump / trace / config-dump on a real datapath', kern
       ],
     );
     assert.equal(j.backends[0].policy.rule, 1);
-    assert.equal(j.backends[1].policy.reason, 'allowed: the destination has no L4 policy');
+    // web1 has no L4 policy of its own (its set only closes its HTTP port to all but the proxy).
+    assert.equal(j.backends[1].policy.reason, `allowed (identity ${idOf('client')}, no policy matched)`);
     assert.equal(j.l7.steered, false);
     assert.deepEqual(j.notes, []);
 
@@ -299,6 +312,15 @@ describe('[kernel] sockmesh dump / trace / config-dump on a real datapath', kern
     assert.equal(l7.outcome, 'steered_to_l7_proxy');
     assert.deepEqual([l7.l7.serviceHasL7, l7.l7.steered, l7.l7.proxy], [true, true, `${PROXY.host}:${PROXY.port}`]);
     assert.ok(l7.backends.every((b: any) => b.path === 'via the L7 proxy' && !b.redirected));
+    assert.equal(l7.l7.clientPolicy.verdict, 'allow');
+    // `other` is refused by web2's ALLOW list, so by the service as a whole, before any steering.
+    const refused = await json(['trace', '--from', ip('other'), '--to', `${VIP}:80`]);
+    assert.equal(refused.outcome, 'refused_policy');
+    assert.equal(refused.l7.clientPolicy.stage, 'connect');
+    // The HTTP port of a backend, addressed directly: only the L7 proxy may open it.
+    const around = await json(['trace', '--from', ip('client'), '--to', `${ip('web1')}:8080`]);
+    assert.equal(around.policy.verdict, 'deny');
+    assert.match(around.policy.reason, /only the L7 proxy may connect/);
 
     const remote = await json(['trace', '--from', ip('client'), '--to', `${VIP_REMOTE}:80`]);
     assert.equal(remote.outcome, 'translated');

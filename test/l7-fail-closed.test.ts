@@ -26,7 +26,8 @@ describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
     return {
       services: [
         { namespace: 'default', name: 'web', vips: [VIP4, VIP6], ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }] },
-        { namespace: 'default', name: 'plain', vips: [PLAIN4], ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }] },
+        // Another port of the same pod: a service onto the HTTP one would be a way around the rules.
+        { namespace: 'default', name: 'plain', vips: [PLAIN4], ports: [{ port: 80, protocol: 'TCP', targetPort: 8081 }] },
       ],
       endpoints: [
         { service: 'default/web', address: p('web').ipv4, weight: 1, healthy: true },
@@ -58,12 +59,15 @@ describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
       nodes: [{ name: 'node1', pods: [{ name: 'client', ipv6: true }, { name: 'web', ipv6: true }, { name: 'proxy', ipv6: true }] }],
     });
     await sb.startServer('web', ['serve', '--port', '8080', '--mode', 'id', '--name', 'web']);
+    await sb.startServer('web', ['serve', '--port', '8081', '--mode', 'id', '--name', 'web']);
     // Stands in for the L7 proxy: whoever reaches it was steered.
     await sb.startServer('proxy', ['serve', '--port', '15001', '--mode', 'id', '--name', 'proxy']);
     dp = Datapath.install({ cgroupPath: sb.node('node1').cgroupPath, bpffsDir: path.join(sb.ensureBpffsDir(), 'l7fc') });
     const rec = new Reconciler(dp);
     rec.adopt();
-    assert.deepEqual(rec.apply(desiredState(model(), 'node1')).errors, []);
+    // The client plays the proxy in the last test: its addresses are the proxy's (SM_EP_F_PROXY).
+    const proxies = [sb.pod('client').ipv4, sb.pod('client').ipv6!];
+    assert.deepEqual(rec.apply(desiredState(model(), 'node1', { proxies })).errors, []);
   });
 
   after(async () => {

@@ -15,7 +15,7 @@ import { kernelSkip } from './kernel';
 /** The kernel's lookup order (bpf/include/policy.h), over the compiled tables. */
 function kernelVerdict(model: Model, dstIp: string, port: number, identity: number): number {
   const c = compilePolicies(model);
-  const set = c.dsts.get(dstIp);
+  const set = c.dsts.get(dstIp)?.set;
   if (set === undefined) return VERDICT_ALLOW;
   const get = (id: number, p: number) => c.entries.get(policyEntryKey({ set, identity: id, port: p }))?.value;
   const v: PolicyValue | undefined = get(identity, port) ?? get(identity, 0) ?? get(0, port) ?? get(0, 0);
@@ -187,5 +187,76 @@ describe('[kernel] L4 policy enforced in the kernel', kernelSkip(), () => {
     assert.equal((await connect('other', `${sb.pod('web').ipv4}:8080`)).ok, true);
     assert.deepEqual(rec.apply(desiredState(model(false), 'node1')).errors, []);
     assert.equal((await connect('other', `${sb.pod('web').ipv4}:8080`)).err, 'EACCES');
+  });
+});
+
+describe('[kernel] L4 policy tables switch make-before-break', kernelSkip(), () => {
+  let sb: Sandbox;
+  let dp: Datapath;
+  let rec: Reconciler;
+  const servers: ServerHandle[] = [];
+
+  /** web accepts the client on `ports` (each its own row), nobody else. */
+  const model = (ports: number[]): Model => {
+    const w = (n: string): Workload => ({ namespace: 'default', name: n, serviceAccount: n, ips: [sb.pod(n).ipv4], node: 'node1', cgroup: sb.pod(n).cgroupPath });
+    return {
+      services: [],
+      endpoints: [],
+      workloads: [w('client'), w('other'), w('web')],
+      policies: {
+        l4: [
+          {
+            name: 'default/web-allow',
+            scope: { kind: 'workloads', workloads: ['default/web'] },
+            action: 'ALLOW',
+            dryRun: false,
+            when: { and: [{ or: ports.map((p) => ({ destinationPort: p })) }, { principal: { exact: 'spiffe://cluster.local/ns/default/sa/client' } }] },
+            origin: 'test',
+          },
+        ],
+        l7: [],
+      },
+    };
+  };
+  const connect = async (pod: string, port: number) =>
+    (await sb.podtool(pod, ['connect', '--target', `${sb.pod('web').ipv4}:${port}`, '--connect-timeout-ms', '1500'])).last;
+
+  before(async () => {
+    sb = await Sandbox.create({ nodes: [{ name: 'node1', pods: [{ name: 'client' }, { name: 'other' }, { name: 'web' }] }] });
+    servers.push(await sb.startServer('web', ['serve', '--port', '8080', '--mode', 'id', '--name', 'web']));
+    servers.push(await sb.startServer('web', ['serve', '--port', '8081', '--mode', 'id', '--name', 'web']));
+    // Room for one small table and a little more: a large change cannot fit beside it.
+    dp = Datapath.install({ cgroupPath: sb.node('node1').cgroupPath, bpffsDir: path.join(sb.ensureBpffsDir(), 'polmbb'), mapSizes: { sm_policy: 12 } });
+    rec = new Reconciler(dp);
+    rec.adopt();
+  });
+
+  after(async () => {
+    for (const s of servers) await s.stop();
+    dp?.close();
+    if (dp) Datapath.remove(dp.bpffsDir);
+    await sb?.teardown();
+  });
+
+  test('a change that does not fit leaves the previous table in force, whole; a later one that fits applies', async () => {
+    assert.deepEqual(rec.apply(desiredState(model([8080]), 'node1')).errors, []);
+    const before = dp.maps.sm_policy.count();
+    assert.ok(before <= 6, `the small table takes ${before} rows`);
+    assert.equal((await connect('client', 8080)).ok, true);
+    assert.equal((await connect('client', 8081)).err, 'EACCES');
+    // 20 ports: far more rows than the map has room for beside the table in force.
+    const big = Array.from({ length: 20 }, (_, i) => 8081 + i);
+    const r = rec.apply(desiredState(model(big), 'node1'));
+    assert.ok(r.errors.some((e) => e.code === 'SM_MAP_FULL'), JSON.stringify(r.errors.map((e) => e.message)));
+    assert.equal(r.policyDstsChanged, 0, 'no destination switched to the incomplete table');
+    // The previous table decides, exactly as before: 8080 open to the client, 8081 not.
+    assert.equal((await connect('client', 8080)).ok, true);
+    assert.equal((await connect('client', 8081)).err, 'EACCES');
+    assert.equal((await connect('other', 8080)).err, 'EACCES');
+    // A change that fits replaces it (and the rows of the attempt that did not fit are collected).
+    assert.deepEqual(rec.apply(desiredState(model([8081]), 'node1')).errors, []);
+    assert.equal((await connect('client', 8081)).ok, true);
+    assert.equal((await connect('client', 8080)).err, 'EACCES');
+    assert.ok(dp.maps.sm_policy.count() <= before, 'no rows left behind');
   });
 });

@@ -267,4 +267,15 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     assert.equal(r.status, 403);
     assert.match(r.body, /not steered by the datapath/);
   });
+
+  test('steering records do not outlive their connections: the proxy takes each one, sockops drops the rest at close', async () => {
+    // Every request above ran on a closed connection: nothing may be left for a later socket on
+    // the same address and port to inherit (dest-authz.test.ts holds one open and watches it go).
+    const dp = Datapath.openPinned(bpffs);
+    try {
+      assert.ok(await waitUntil(() => dp.maps.sm_steer.count() === 0, 5000, 50), `sm_steer holds ${dp.maps.sm_steer.count()} records`);
+    } finally {
+      dp.close();
+    }
+  });
 });

@@ -89,6 +89,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_config SEC(".maps");
 
+/* Value: reserved (1). See struct sm_flow_key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sm_flow_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_udp_flows SEC(".maps");
+
+/* A UDP flow of socket `cookie` with addr:port (a zeroed key: pad bytes are part of it). */
+static __always_inline void sm_flow_key_fill(struct sm_flow_key *k, __u64 cookie, const __be32 *addr, __u8 family, __be16 port)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->cookie = cookie;
+	k->addr[0] = addr[0];
+	k->addr[1] = addr[1];
+	k->addr[2] = addr[2];
+	k->addr[3] = addr[3];
+	k->port = port;
+	k->family = family;
+}
+
 /* LRU: entries outlive their connections; the key (client ip:port) is reused only after TIME_WAIT. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -50,16 +50,39 @@ static __always_inline struct sm_policy_dst *sm_policy_dst_of(const __be32 *dst,
 	return bpf_map_lookup_elem(&sm_policy_dst, &dk);
 }
 
-/* The verdict for a connection from `identity` to dst:port. */
-static __always_inline __u8 sm_policy_verdict(const __be32 *dst, __u8 family, __be16 port, __u32 identity,
-					       __u32 *rule)
+/*
+ * Does this port of the destination have HTTP rules (SM_PDST_F_L7)? Then only the L7 proxy may
+ * open connections to it: any other way in would skip the rules.
+ */
+static __always_inline int sm_l7_port(const struct sm_policy_dst *pd, __be16 port)
 {
-	struct sm_policy_dst *pd = sm_policy_dst_of(dst, family);
+	struct sm_policy_value *v;
+	struct sm_policy_key k;
 
-	return pd ? sm_policy_verdict_in_set(pd->set, port, identity, rule) : SM_VERDICT_ALLOW;
+	if (!(pd->flags & SM_PDST_F_L7))
+		return 0;
+	__builtin_memset(&k, 0, sizeof(k));
+	k.set = pd->set;
+	k.identity = SM_IDENTITY_L7_PORTS;
+	k.port = port;
+	v = bpf_map_lookup_elem(&sm_policy, &k);
+	return v && v->verdict == SM_VERDICT_L7;
 }
 
-/* The identity of the calling task: the deepest of its cgroups that the agent knows as a pod's. */
+/* Is the caller the node's L7 proxy (its cgroup, as the agent learned it)? */
+static __always_inline int sm_current_is_proxy(void)
+{
+	struct sm_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&sm_config, &zero);
+	return cfg && cfg->proxy_cgroup_id && bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id;
+}
+
+/*
+ * The identity of the calling task: the deepest of its cgroups that the agent knows as a pod's;
+ * SM_IDENTITY_UNRESOLVED when none is known.
+ */
 static __always_inline __u32 sm_current_identity(void)
 {
 	struct sm_local_ep *ep;
@@ -75,10 +98,16 @@ static __always_inline __u32 sm_current_identity(void)
 		if (ep)
 			return ep->identity;
 	}
-	return 0;
+	return SM_IDENTITY_UNRESOLVED;
 }
 
-/* Outbound check at connect()/sendmsg(): 1 to proceed, 0 when policy refuses. */
+/*
+ * Outbound check at connect()/sendmsg(): 1 to proceed, 0 when policy refuses (counted). A port
+ * with HTTP rules is open to the L7 proxy alone, and the proxy is not judged again there: it
+ * connects on behalf of a client whose identity was judged at the client's own connect (against
+ * the service's policy, see sm_steer_to_proxy), and judging the proxy's identity instead would let
+ * a denied client through a permissive rule or break an ALLOW list.
+ */
 static __always_inline int sm_policy_allows_connect(const __be32 *dst, __u8 family, __be16 port)
 {
 	/* Most destinations have no policy: decide that before looking the caller up. */
@@ -87,8 +116,12 @@ static __always_inline int sm_policy_allows_connect(const __be32 *dst, __u8 fami
 
 	if (!pd)
 		return 1;
-	if (sm_policy_verdict_in_set(pd->set, port, sm_current_identity(), &rule) == SM_VERDICT_ALLOW)
+	if (sm_l7_port(pd, port)) {
+		if (sm_current_is_proxy())
+			return 1;
+	} else if (sm_policy_verdict_in_set(pd->set, port, sm_current_identity(), &rule) == SM_VERDICT_ALLOW) {
 		return 1;
+	}
 	sm_count(SM_CNT_POLICY_DENY_CONNECT, 1);
 	return 0;
 }

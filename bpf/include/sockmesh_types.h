@@ -100,8 +100,15 @@ struct sm_ip_key {
 
 struct sm_local_ep {
 	__u32 identity; /* numeric workload identity (0 until identities exist) */
-	__u32 flags;    /* reserved, zero */
+	__u32 flags;    /* SM_EP_F_* (sm_ip_identity); zero elsewhere */
 };
+
+/*
+ * sm_ip_identity flags. SM_EP_F_PROXY: the address of a sockmesh L7 proxy (this node's or a peer
+ * node's). Only such a source may open a connection to a port with HTTP rules (SM_PDST_F_L7):
+ * the proxy judged the client's identity and its requests before it connected.
+ */
+#define SM_EP_F_PROXY 1u
 
 /* sm_sockhash key: one TCP socket, seen from its own side. */
 struct sm_sock_key {
@@ -125,6 +132,21 @@ struct sm_sock_state {
 	__be16 orig_port;
 	__u8 orig_family;
 	__u8 pad;
+};
+
+/*
+ * sm_udp_flows: the UDP flows of meshed sockets, (socket cookie, peer address, peer port), after
+ * translation (the backend, not the VIP). A flow is judged once, at its first datagram, as a TCP
+ * connection is at its SYN: outbound at sendmsg/connect (then recorded), or inbound at the pod
+ * (recorded when allowed, so the pod's replies are not judged against the sender's own policy).
+ * LRU: a flow evicted is judged again at its next datagram.
+ */
+struct sm_flow_key {
+	__u64 cookie;
+	__be32 addr[4];
+	__be16 port;
+	__u8 family;
+	__u8 pad[5];
 };
 
 /* sm_config (one entry): where the node's L7 proxy listens, and which cgroup it runs in. */
@@ -169,10 +191,30 @@ struct sm_steer_value {
  */
 #define SM_VERDICT_ALLOW 1
 #define SM_VERDICT_DENY 2
+#define SM_VERDICT_L7 3 /* only in rows of SM_IDENTITY_L7_PORTS: the port has HTTP rules */
+
+/*
+ * Ports with HTTP rules. A destination (backend pod IP) that serves a service with HTTP rules has
+ * SM_PDST_F_L7 set, and its set has a row (set, SM_IDENTITY_L7_PORTS, port) = SM_VERDICT_L7 for
+ * each such port. Connections to those ports are refused unless they come from the L7 proxy
+ * (outbound: the proxy's cgroup; inbound: an SM_EP_F_PROXY source address). No workload has this
+ * identity number (the agent never allocates it).
+ */
+#define SM_PDST_F_L7 1u
+#define SM_IDENTITY_L7_PORTS 0xffffffffu
+
+/*
+ * The identity of a caller inside the meshed cgroup whose pod cgroup the agent has not mapped (a
+ * pod it does not know yet, or not at all). It could be any workload, so its rows are compiled to
+ * fail closed: a DENY that names principals or namespaces matches it, such an ALLOW does not.
+ * (Identity 0 is a source the mesh does not know at all, judged as Istio judges plaintext: rules
+ * that name principals or namespaces do not match it.)
+ */
+#define SM_IDENTITY_UNRESOLVED 0xfffffffeu
 
 struct sm_policy_dst {
 	__u32 set;
-	__u32 flags; /* reserved, zero */
+	__u32 flags; /* SM_PDST_F_* */
 };
 
 struct sm_policy_key {
@@ -203,7 +245,7 @@ enum sm_counter {
 	SM_CNT_MAP_ERROR,          /* a map update the datapath needed failed */
 	SM_CNT_L7_STEERED,         /* connect() to a service with HTTP rules steered to the L7 proxy */
 	SM_CNT_POLICY_DENY_CONNECT, /* connect()/sendmsg() refused by L4 policy (EACCES) */
-	SM_CNT_POLICY_DENY_INGRESS, /* inbound SYN to a local pod dropped by L4 policy */
+	SM_CNT_POLICY_DENY_INGRESS, /* inbound SYN (or UDP datagram) to a local pod dropped by L4 policy */
 	SM_CNT_MAX,
 };
 

@@ -21,6 +21,7 @@ import {
   ipKey,
   IpKey,
   cgroupId,
+  EP_F_PROXY,
   LocalEp,
   localEp,
   PolicyDst,
@@ -42,7 +43,7 @@ import { mapFullError, TypedMap } from './maps';
 import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
 import * as fs from 'node:fs';
 import { identityTable, spiffeId } from '../../core/identity';
-import { CompiledPolicy, compilePolicies, policyEntryKey } from './policy';
+import { CompiledPolicy, compilePolicies, L7Protection, policyEntryKey } from './policy';
 
 /** SM_SVC_F_L7 in bpf/include/sockmesh_types.h */
 export const SVC_F_L7 = 1;
@@ -105,7 +106,14 @@ function portMatches(sel: number | string | undefined, p: ServicePort): boolean 
 }
 
 /** The kernel state a model asks for, on node `nodeName`. */
-export function desiredState(model: Model, nodeName: string | undefined, maxSlots = DEFAULT_MAX_SLOTS): DesiredState {
+export interface DesiredOptions {
+  maxSlots?: number;
+  /** Addresses of L7 proxies (this node's and peer nodes'): SM_EP_F_PROXY in sm_ip_identity. */
+  proxies?: string[];
+}
+
+export function desiredState(model: Model, nodeName: string | undefined, opts: DesiredOptions = {}): DesiredState {
+  const maxSlots = opts.maxSlots ?? DEFAULT_MAX_SLOTS;
   const byService = new Map<string, Model['endpoints']>();
   for (const e of model.endpoints) {
     const list = byService.get(e.service) ?? [];
@@ -134,13 +142,44 @@ export function desiredState(model: Model, nodeName: string | undefined, maxSlot
       }
     }
   }
-  // Services with HTTP rules: TCP connects to them are steered to the node's L7 proxy.
+  // Services with HTTP rules: TCP connects to them are steered to the node's L7 proxy, and their
+  // backends' ports take connections from the proxy alone (any other way in would skip the rules).
+  const l7: L7Protection = { ports: new Map(), vips: new Map() };
+  const warnings: string[] = [];
+  const protect = (ip: string, port: number) => {
+    const set = l7.ports.get(ip) ?? new Set<number>();
+    set.add(port);
+    l7.ports.set(ip, set);
+  };
   for (const p of model.policies?.l7 ?? []) {
     const d = p.destination;
-    const vips = d.ip ? [canonicalIp(d.ip)] : (model.services.find((s) => serviceRef(s) === d.service)?.vips ?? []).map(canonicalIp);
+    const svcModel = d.ip ? undefined : model.services.find((s) => serviceRef(s) === d.service);
+    if (!d.ip && !svcModel) {
+      warnings.push(`HTTP rules for ${d.service ?? '(no destination)'} port ${d.port}: no such service; nothing to steer`);
+      continue;
+    }
+    const vips = d.ip ? [canonicalIp(d.ip)] : svcModel!.vips.map(canonicalIp);
     for (const vip of vips) {
       const svc = services.get(svcKeyString({ ip: vip, port: d.port, proto: IPPROTO_TCP }));
-      if (svc) svc.flags |= SVC_F_L7;
+      if (!svc) {
+        // Not a service VIP (a pod IP, say): clients cannot be steered to the proxy for it, so the
+        // port is closed to everything but the proxy rather than left open without the rules.
+        protect(vip, d.port);
+        warnings.push(`HTTP rules for ${vip} port ${d.port}: not a service VIP; only the L7 proxy may connect to it (clients must use a service)`);
+        continue;
+      }
+      svc.flags |= SVC_F_L7;
+      const byPort = l7.vips.get(vip) ?? new Map<number, Array<{ ip: string; port: number }>>();
+      const seen = new Set<string>();
+      const backends: Array<{ ip: string; port: number }> = [];
+      for (const b of svc.slots) {
+        if (seen.has(`${b.ip}|${b.port}`)) continue;
+        seen.add(`${b.ip}|${b.port}`);
+        backends.push({ ip: b.ip, port: b.port });
+        protect(b.ip, b.port);
+      }
+      byPort.set(d.port, backends);
+      l7.vips.set(vip, byPort);
     }
   }
   const ids = identityTable(model.workloads);
@@ -160,12 +199,19 @@ export function desiredState(model: Model, nodeName: string | undefined, maxSlot
       }
     }
   }
+  // L7 proxies (this node's and its peers'): the only sources let into ports with HTTP rules.
+  for (const text of opts.proxies ?? []) {
+    const ip = canonicalIp(text);
+    ipIdentities.set(ip, { identity: ipIdentities.get(ip)?.identity ?? 0, flags: EP_F_PROXY });
+  }
+  const policy = compilePolicies(model, l7);
+  policy.warnings.unshift(...warnings);
   return {
     services,
     localEps,
     ipIdentities,
     cgroupIdentities,
-    policy: compilePolicies(model),
+    policy,
     identities: new Map([...ids].map(([spiffe, n]) => [n, spiffe])),
   };
 }
@@ -513,24 +559,50 @@ export class Reconciler {
    * (new) policy set, then an RCU grace period, then rows nobody points at are deleted.
    */
   private applyPolicy(p: CompiledPolicy, report: ApplyReport): void {
+    // Rows of sets no destination points at and this table does not use (left by an attempt that
+    // did not fit): never read by a program, so they go first, to make room.
+    const referenced = new Set([...this.currentPolDst.values()].map((d) => d.set));
+    const garbage = [...this.currentPol.entries()].filter(([k, e]) => !referenced.has(e.key.set) && !p.entries.has(k));
+    if (garbage.length) {
+      try {
+        this.pol.deleteMany(garbage.map(([, e]) => e.key));
+        for (const [k] of garbage) this.currentPol.delete(k);
+        report.policyEntriesDeleted += garbage.length;
+      } catch (e) {
+        report.errors.push(kernelError(e, this.pol.raw.name, this.pol.raw.maxEntries, 'deleting unused L4 policy rows'));
+      }
+    }
+    // A set's id is the hash of its content (policy.ts): a row of a set in force is never
+    // rewritten, a changed table is new rows beside the old ones.
+    const written: string[] = [];
     for (const [k, e] of p.entries) {
       const cur = this.currentPol.get(k);
       if (cur && cur.value.verdict === e.value.verdict && cur.value.rule === e.value.rule) continue;
       try {
         this.pol.set(e.key, e.value);
         this.currentPol.set(k, e);
+        written.push(k);
         report.policyEntriesWritten++;
       } catch (e2) {
         report.errors.push(kernelError(e2, this.pol.raw.name, this.pol.raw.maxEntries, 'L4 policy table'));
-        return; // do not point destinations at an incomplete table
+        // Do not point destinations at an incomplete table: the previous one stays in force, and
+        // what was written of this one (referenced by nobody) is taken back.
+        const undo = written.filter((w) => !referenced.has(this.currentPol.get(w)!.key.set));
+        try {
+          this.pol.deleteMany(undo.map((w) => this.currentPol.get(w)!.key));
+          for (const w of undo) this.currentPol.delete(w);
+        } catch {
+          /* left as garbage: collected at the next apply */
+        }
+        return;
       }
     }
     report.policyDstsChanged += this.syncTable(
       this.polDst,
       this.currentPolDst as Map<string | bigint, PolicyDst>,
-      new Map([...p.dsts].map(([ip, set]) => [ip, { set }])) as Map<string | bigint, PolicyDst>,
+      p.dsts as Map<string | bigint, PolicyDst>,
       (k) => ({ ip: k as string }),
-      (a, b) => a.set === b.set,
+      (a, b) => a.set === b.set && (a.flags ?? 0) === (b.flags ?? 0),
       report,
     );
     const stale = [...this.currentPol.keys()].filter((k) => !p.entries.has(k));
