@@ -499,6 +499,24 @@ export const cgroupId = codec<{ id: bigint }>(
   (r) => ({ id: r.id as bigint }),
 );
 
+// --- sm_identities: struct sm_identity_key / sm_identity_name ------------------------------
+export const identityKey = codec<{ identity: number }>(
+  'sm_identity_key',
+  4,
+  [['identity', 'u32']],
+  (v) => ({ identity: v.identity }),
+  (r) => ({ identity: r.identity as number }),
+);
+
+/** The first 16 bytes of the SHA-256 of a SPIFFE id. */
+export const identityName = codec<{ sha256: Buffer }>(
+  'sm_identity_name',
+  16,
+  [['sha256', 'be32x4']],
+  (v) => ({ sha256: v.sha256 }),
+  (r) => ({ sha256: Buffer.from(r.sha256 as Buffer) }),
+);
+
 /** All codecs, for the BTF layout check. */
 export const ALL_CODECS: ReadonlyArray<StructCodec<never>> = [
   svcKey,
@@ -517,6 +535,8 @@ export const ALL_CODECS: ReadonlyArray<StructCodec<never>> = [
   policyDst,
   policyKey,
   policyValue,
+  identityKey,
+  identityName,
 ] as unknown as ReadonlyArray<StructCodec<never>>;
 
 /** Names of enum sm_counter, in index order (bpf/include/sockmesh_types.h). */

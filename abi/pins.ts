@@ -26,6 +26,8 @@ export type MapName =
   | 'sm_steer'
   | 'sm_ip_identity'
   | 'sm_cgroup_identity'
+  | 'sm_identities'
+  | 'sm_netns_identity'
   | 'sm_policy_dst'
   | 'sm_policy'
   | 'sm_rcu_sync';
@@ -43,6 +45,8 @@ export const MAP_NAMES: readonly MapName[] = [
   'sm_steer',
   'sm_ip_identity',
   'sm_cgroup_identity',
+  'sm_identities',
+  'sm_netns_identity',
   'sm_policy_dst',
   'sm_policy',
   'sm_rcu_sync',
@@ -59,6 +63,8 @@ export const SIZABLE_MAPS: readonly MapName[] = [
   'sm_steer',
   'sm_ip_identity',
   'sm_cgroup_identity',
+  'sm_identities',
+  'sm_netns_identity',
   'sm_policy_dst',
   'sm_policy',
 ];

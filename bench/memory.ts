@@ -96,7 +96,9 @@ export async function runMemory(o: MemoryOptions & ScenarioOptions): Promise<Sce
         [rig.agent!],
       );
       if (!r.ok) throw new Error(`memory: the kernel did not reach ${services} services within ${timeoutMs} ms`);
-      const want = source === 'file' ? 0 : l7Count(services, o.l7Every);
+      // One entry per VIP with HTTP rules and one per address of its backends (a direct connect to
+      // a backend is steered and judged too); every endpoint here has an address of its own.
+      const want = source === 'file' ? 0 : l7Count(services, o.l7Every) * (1 + E);
       const held = await waitLog(rig.proxy!, (j) => j.msg === 'policies applied' && j.destinations === want, 120_000, proxyFrom, `proxy "policies applied" with ${want} destinations`);
       await settle([rig.agent!.pid, rig.proxy!.pid, rig.cp!.pid], 120_000, 200);
       return { destinations: held.destinations, identities: held.identities };
@@ -192,7 +194,7 @@ function markdown(o: MemoryOptions, phases: MemoryPhase[], failures: string[]): 
   });
   // Under each phase's MiB column (each phase has an entries column before it).
   const sums = phases.map((p) => `| **${mibB(p.mapsMemlockBytes)}**`).join(' | ');
-  return `RSS (resident set) and its high-water mark (VmHWM) from /proc/PID/status of each process, after it was quiet for a while; kernel map memory is \`memlock:\` of each map's /proc/self/fdinfo entry (what the kernel accounts for the map, bpf_map_memory_usage()), per sockmesh map. Each service has one VIP, one TCP port and ${o.endpointsPerService} endpoints; every ${o.l7Every ? `${o.l7Every}th service (${l7Count(o.services, o.l7Every)} of ${o.services})` : 'no service'} has HTTP rules (an Envoy listener with an RBAC filter denying /admin), which is what the L7 proxy is given: the agent sends it the HTTP policies of those destinations and the identity table, nothing about pure L4 services. The agent gets its config over xDS (${o.source}) from \`sockmesh control-plane\`; for the ${o.services}-service phase the control plane loaded the big file first and a fresh agent then started against it (a live push of the whole config is measured in the propagation scenario; its peak memory is in the agent's high-water mark there).
+  return `RSS (resident set) and its high-water mark (VmHWM) from /proc/PID/status of each process, after it was quiet for a while; kernel map memory is \`memlock:\` of each map's /proc/self/fdinfo entry (what the kernel accounts for the map, bpf_map_memory_usage()), per sockmesh map. Each service has one VIP, one TCP port and ${o.endpointsPerService} endpoints; every ${o.l7Every ? `${o.l7Every}th service (${l7Count(o.services, o.l7Every)} of ${o.services})` : 'no service'} has HTTP rules (an Envoy listener with an RBAC filter denying /admin), which is what the L7 proxy is given: the agent sends it the HTTP policies of those VIPs and of their backends' addresses (one destination each) and the identity table, nothing about pure L4 services. The agent gets its config over xDS (${o.source}) from \`sockmesh control-plane\`; for the ${o.services}-service phase the control plane loaded the big file first and a fresh agent then started against it (a live push of the whole config is measured in the propagation scenario; its peak memory is in the agent's high-water mark there).
 
 | phase | services / endpoints | agent RSS (MiB) | agent peak | proxy RSS | proxy peak | proxy holds (L7 destinations / identities) | control plane RSS | control plane peak |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|

@@ -8,7 +8,7 @@
  *     touched, and a policy change applies to the next SYN;
  *   - UDP datagrams that begin a flow (sm_udp_flows: a new (socket, peer) pair) to a destination
  *     with policies; a datagram of a flow already judged (either way) passes;
- *   - a port with HTTP rules (SM_PDST_F_L7) takes connections from an L7 proxy's address only
+ *   - a TCP port with HTTP rules (SM_PDST_F_L7) takes connections from an L7 proxy's address only
  *     (SM_EP_F_PROXY), so the pod IP, the other family, another node or an unmeshed pod cannot
  *     reach it around the proxy.
  * IPv6 extension headers are walked (a bounded number). A packet to a destination with policies
@@ -146,7 +146,8 @@ static __always_inline int sm_inbound(const struct sm_policy_dst *pd, const stru
 
 	sm_ip_key_fill(&k, p->src, p->family);
 	ep = bpf_map_lookup_elem(&sm_ip_identity, &k);
-	if (sm_l7_port(pd, dst_port)) {
+	/* HTTP rules are about TCP: UDP to the same port number is judged by L4 alone. */
+	if (p->proto == IPPROTO_TCP && sm_l7_port(pd, dst_port)) {
 		if (ep && (ep->flags & SM_EP_F_PROXY))
 			return 1;
 	} else if (sm_policy_verdict_in_set(pd->set, dst_port, ep ? ep->identity : 0, &rule) == SM_VERDICT_ALLOW) {

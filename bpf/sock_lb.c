@@ -43,6 +43,7 @@ enum sm_steer {
 static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx, const struct sm_svc_key *vip,
 						       struct sm_backend *out)
 {
+	struct sm_policy_dst *pd;
 	struct sm_sock_state *st;
 	struct sm_config *cfg;
 	struct bpf_sock *sk;
@@ -55,7 +56,12 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 		return SM_STEER_REFUSE;
 	if (cfg->proxy_cgroup_id && bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
 		return SM_STEER_NONE;
-	if (!sm_policy_allows_connect(vip->addr, vip->family, vip->port))
+	/* The agent writes a set for every destination with HTTP rules; none yet means a change is
+	 * being applied: refuse rather than steer unjudged. */
+	pd = sm_policy_dst_of(vip->addr, vip->family);
+	if (!pd)
+		return SM_STEER_ERROR;
+	if (!sm_l4_allows(ctx, pd, vip->port))
 		return SM_STEER_DENY;
 	if (!(cfg->flags & (vip->family == SM_AF_INET ? SM_CFG_F_PROXY4 : SM_CFG_F_PROXY6)))
 		return SM_STEER_REFUSE;
@@ -114,27 +120,58 @@ static __always_inline int sm_reject(enum sm_xlate why)
 	return 0;
 }
 
+/* Is this a TCP connect to a port with HTTP rules of a destination (its set `pd`)? */
+static __always_inline int sm_tcp_l7(struct bpf_sock_addr *ctx, const struct sm_policy_dst *pd, __be16 port)
+{
+	return pd && ctx->protocol == IPPROTO_TCP && sm_l7_port(pd, port);
+}
+
+/* The verdict of a steering attempt as a hook result: 1 to go on with *be, 0 refused. */
+static __always_inline int sm_steer_result(enum sm_steer r)
+{
+	switch (r) {
+	case SM_STEER_DONE:
+	case SM_STEER_NONE: /* the proxy's own connect: it judged its client */
+		return 1;
+	case SM_STEER_REFUSE:
+		return sm_l7_refuse();
+	case SM_STEER_DENY:
+		return sm_policy_reject();
+	default:
+		return sm_reject(SM_XLATE_ERROR); /* ECONNREFUSED, counted in map_errors */
+	}
+}
+
 /*
  * The verdict on a translated connect, before its destination is rewritten: a service with HTTP
  * rules goes to the L7 proxy (*be becomes the proxy), or is refused when it cannot (fail closed);
+ * so does one whose chosen backend port has HTTP rules;
  * any other connect is judged by the chosen backend's L4 policy. Returns 1 to go on with *be, 0
  * when refused (the errno is set and the refusal counted).
  */
 static __always_inline int sm_admit(struct bpf_sock_addr *ctx, const struct sm_svc_key *key, struct sm_backend *be,
 				    __u32 flags)
 {
-	switch ((flags & SM_SVC_F_L7) ? sm_steer_to_proxy(ctx, key, be) : SM_STEER_NONE) {
-	case SM_STEER_DONE:
-		return 1;
-	case SM_STEER_REFUSE:
-		return sm_l7_refuse();
-	case SM_STEER_ERROR:
-		return sm_reject(SM_XLATE_ERROR); /* ECONNREFUSED, counted in map_errors */
-	case SM_STEER_DENY:
-		return sm_policy_reject();
-	default:
-		return sm_policy_allows_connect(be->addr, be->family, be->port) ? 1 : sm_policy_reject();
+	struct sm_policy_dst *pd;
+	struct sm_svc_key bk;
+
+	if (flags & SM_SVC_F_L7)
+		return sm_steer_result(sm_steer_to_proxy(ctx, key, be));
+	pd = sm_policy_dst_of(be->addr, be->family);
+	if (sm_tcp_l7(ctx, pd, be->port)) {
+		/* A service without HTTP rules onto a backend port that has them (another service, a
+		 * headless one): to the proxy as well, judged by the backend's rules. */
+		__builtin_memset(&bk, 0, sizeof(bk));
+		bk.addr[0] = be->addr[0];
+		bk.addr[1] = be->addr[1];
+		bk.addr[2] = be->addr[2];
+		bk.addr[3] = be->addr[3];
+		bk.port = be->port;
+		bk.proto = IPPROTO_TCP;
+		bk.family = be->family;
+		return sm_steer_result(sm_steer_to_proxy(ctx, &bk, be));
 	}
+	return sm_policy_allows_pd(ctx, pd, be->port) ? 1 : sm_policy_reject();
 }
 
 /*
@@ -167,12 +204,26 @@ static __always_inline void sm_udp_record(struct bpf_sock_addr *ctx, const __be3
 		sm_count(SM_CNT_MAP_ERROR, 1);
 }
 
-/* A connect()/sendmsg() to a destination that is not a service: judged by its L4 policy. */
-static __always_inline int sm_direct(struct bpf_sock_addr *ctx, const struct sm_svc_key *key)
+/*
+ * A connect()/sendmsg() to a destination that is not a service. A TCP port with HTTP rules (a
+ * backend's, addressed by its pod IP) goes to the L7 proxy like a VIP with HTTP rules: returns 2
+ * with *be the proxy. Anything else is judged by its L4 policy: 1 to go on unchanged, 0 refused.
+ */
+static __always_inline int sm_direct(struct bpf_sock_addr *ctx, const struct sm_svc_key *key, struct sm_backend *be)
 {
+	struct sm_policy_dst *pd;
+
 	if (sm_udp_known(ctx, key->addr, key->family, key->port))
 		return 1;
-	if (!sm_policy_allows_connect(key->addr, key->family, key->port))
+	pd = sm_policy_dst_of(key->addr, key->family);
+	if (sm_tcp_l7(ctx, pd, key->port)) {
+		enum sm_steer r = sm_steer_to_proxy(ctx, key, be);
+
+		if (r == SM_STEER_DONE)
+			return 2;
+		return sm_steer_result(r);
+	}
+	if (!sm_policy_allows_pd(ctx, pd, key->port))
 		return sm_policy_reject();
 	sm_udp_record(ctx, key->addr, key->family, key->port);
 	return 1;
@@ -194,12 +245,17 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 	key.family = SM_AF_INET;
 
 	res = sm_lb_xlate(&key, &be, &flags);
-	if (res == SM_XLATE_NOT_SERVICE)
-		return sm_direct(ctx, &key);
-	if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
-		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
-	if (!sm_admit(ctx, &key, &be, flags))
-		return 0;
+	if (res == SM_XLATE_NOT_SERVICE) {
+		int r = sm_direct(ctx, &key, &be);
+
+		if (r != 2)
+			return r;
+	} else {
+		if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
+			return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
+		if (!sm_admit(ctx, &key, &be, flags))
+			return 0;
+	}
 
 	ctx->user_ip4 = be.addr[0];
 	ctx->user_port = (__u32)be.port;
@@ -245,12 +301,17 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 	key.proto = ctx->protocol;
 
 	res = sm_lb_xlate(&key, &be, &flags);
-	if (res == SM_XLATE_NOT_SERVICE)
-		return sm_direct(ctx, &key);
-	if (res != SM_XLATE_DONE || be.family != key.family)
-		return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
-	if (!sm_admit(ctx, &key, &be, flags))
-		return 0;
+	if (res == SM_XLATE_NOT_SERVICE) {
+		int r = sm_direct(ctx, &key, &be);
+
+		if (r != 2)
+			return r;
+	} else {
+		if (res != SM_XLATE_DONE || be.family != key.family)
+			return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
+		if (!sm_admit(ctx, &key, &be, flags))
+			return 0;
+	}
 
 	if (mapped) {
 		ctx->user_ip6[0] = 0;

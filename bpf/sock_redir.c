@@ -22,6 +22,18 @@ static __always_inline int sm_is_local(const __be32 *addr, __u8 family)
 	return bpf_map_lookup_elem(&sm_local_eps, &k) != 0;
 }
 
+/* A steered client socket's record is keyed by its own address: what the proxy sees as its peer. */
+static __always_inline void sm_steer_key_of(struct sm_steer_key *k, const struct sm_sock_key *key)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->addr[0] = key->local[0];
+	k->addr[1] = key->local[1];
+	k->addr[2] = key->local[2];
+	k->addr[3] = key->local[3];
+	k->port = key->local_port;
+	k->family = key->family;
+}
+
 /*
  * A client socket that connect4/6 steered to the L7 proxy is up: publish where it was going and
  * who it is, keyed by its own address (what the proxy sees as its peer).
@@ -40,14 +52,8 @@ static __always_inline void sm_publish_steer(struct bpf_sock_ops *skops, const s
 	st = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
 	if (!st || !st->steered)
 		return;
-	__builtin_memset(&k, 0, sizeof(k));
+	sm_steer_key_of(&k, key);
 	__builtin_memset(&v, 0, sizeof(v));
-	k.addr[0] = key->local[0];
-	k.addr[1] = key->local[1];
-	k.addr[2] = key->local[2];
-	k.addr[3] = key->local[3];
-	k.port = key->local_port;
-	k.family = key->family;
 	v.orig[0] = st->orig[0];
 	v.orig[1] = st->orig[1];
 	v.orig[2] = st->orig[2];
@@ -78,13 +84,7 @@ static __always_inline void sm_forget_steer(struct bpf_sock_ops *skops)
 
 	if (sm_key_from_sockops(skops, &key))
 		return;
-	__builtin_memset(&k, 0, sizeof(k));
-	k.addr[0] = key.local[0];
-	k.addr[1] = key.local[1];
-	k.addr[2] = key.local[2];
-	k.addr[3] = key.local[3];
-	k.port = key.local_port;
-	k.family = key.family;
+	sm_steer_key_of(&k, &key);
 	bpf_map_delete_elem(&sm_steer, &k); /* absent already: the proxy took it */
 }
 

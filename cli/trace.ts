@@ -91,13 +91,16 @@ export function policyDecision(
   }
   const ipIds = new TypedMap(dp.maps.sm_ip_identity, ipKey, localEp);
   const ipIdentity = ipIds.get({ ip: q.sourceIp })?.identity ?? 0;
-  const cgroupIdentities = new Set(new TypedMap(dp.maps.sm_cgroup_identity, cgroupId, localEp).entries().map(([, v]) => v.identity));
+  // The kernel names a caller by its pod cgroup, else by its network namespace (sm_netns_identity).
+  const cgroupIdentities = new Set(
+    [dp.maps.sm_cgroup_identity, dp.maps.sm_netns_identity].flatMap((m) => (m ? new TypedMap(m, cgroupId, localEp).entries().map(([, v]) => v.identity) : [])),
+  );
   // A caller whose pod cgroup is not mapped is SM_IDENTITY_UNRESOLVED at connect() (fail closed).
   const connectIdentity = ipIdentity && cgroupIdentities.has(ipIdentity) ? ipIdentity : IDENTITY_UNRESOLVED;
   const idNote =
     connectIdentity === ipIdentity
       ? `identity ${ipIdentity}`
-      : `unresolved identity: no pod cgroup on this node carries the source's identity ${ipIdentity || '(none)'}; judged fail closed`;
+      : `unresolved identity: no pod cgroup or network namespace on this node carries the source's identity ${ipIdentity || '(none)'}; judged fail closed`;
   const pd = new TypedMap(dp.maps.sm_policy_dst, ipKey, policyDst).get({ ip: q.dst.ip });
   if (pd && ((pd.flags ?? 0) & PDST_F_L7)) {
     const marker = new TypedMap(dp.maps.sm_policy, policyKey, policyValue).get({ set: pd.set, identity: IDENTITY_L7_PORTS, port: q.dst.port });
@@ -110,7 +113,7 @@ export function policyDecision(
         verdict: 'deny',
         rule: 0,
         stage: 'connect',
-        reason: 'the port has HTTP rules: only the L7 proxy may connect to it (EACCES at connect() from a meshed pod, the SYN dropped at the pod from anywhere else); clients reach it through the service VIP',
+        reason: "the port has HTTP rules: only the L7 proxy may connect to it; a meshed client's connect is steered to the proxy (judged there, after the L4 policy at connect), a SYN from anywhere else is dropped at the pod",
       };
     }
   }

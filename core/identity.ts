@@ -1,7 +1,8 @@
 // Workload identities: the SPIFFE id Istio gives a workload, and the number the datapath carries
-// for it (sm_local_ep.identity, sm_steer_value.identity). Numbers are derived from the SPIFFE id
-// (FNV-1a, 31 bits), so they are the same on every node and across restarts; a collision within
-// one model is resolved by probing, in sorted order of the ids, so it is still deterministic.
+// for it (sm_local_ep.identity, sm_steer_value.identity). The agent allocates numbers once per name
+// and keeps them in a pinned map (mesh-agent/datapath/identities.ts). identityTable() below derives
+// numbers from one model alone (FNV-1a, 31 bits, collisions probed in sorted order): for tools and
+// tests that have no datapath; it can renumber a name when a colliding one comes or goes.
 import type { Workload } from './model';
 
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
@@ -10,7 +11,8 @@ export function spiffeId(w: Pick<Workload, 'namespace' | 'serviceAccount' | 'tru
   return `spiffe://${w.trustDomain ?? DEFAULT_TRUST_DOMAIN}/ns/${w.namespace}/sa/${w.serviceAccount}`;
 }
 
-function fnv1a31(s: string): number {
+/** FNV-1a of `s`, 31 bits: where identity numbering starts for a name. */
+export function fnv1a31(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);

@@ -11,10 +11,12 @@ import { AF_INET, familyOf } from '../core/ip';
 import { Datapath, DatapathSettings } from './datapath/datapath';
 import { DEFAULT_BPFFS_DIR } from '../abi/pins';
 import { ApplyReport, desiredState, Reconciler } from './datapath/reconciler';
+import { IdentityAllocator } from './datapath/identities';
+import { NetnsScanner } from './datapath/netns';
+import { spiffeId } from '../core/identity';
 import * as fs from 'node:fs';
 import { ProxyControlClient } from '../abi/proxy-control';
 import { acquireAgentLock } from './lock';
-import { L7Policy, Model, serviceRef } from '../core/model';
 import { createLogger, Logger } from '../core/log';
 import { AgentMetrics, xdsEventsOf, xdsStateOf } from './metrics';
 import { AdminHandlers, AdminServer, describeSource, Readiness, SourceInfo } from './admin';
@@ -41,6 +43,8 @@ export interface AgentOptions extends DatapathSettings {
    * local port with HTTP rules accepts connections from these and from this node's proxy only.
    */
   peerProxies?: string[];
+  /** How often the network namespaces of the meshed cgroup are rescanned (default 2 s; see scanNetns). */
+  netnsRescanMs?: number;
   log?: Logger;
   /**
    * The admin endpoint (/metrics, /healthz, /readyz, /config-dump, /debug/state): a loopback
@@ -60,15 +64,6 @@ export interface AgentSnapshot {
   nodeName: string;
 }
 
-/** L7 policies keyed by VIP: a destination given as a service becomes one entry per VIP. */
-function l7ByVip(model: Model): L7Policy[] {
-  return (model.policies?.l7 ?? []).flatMap((p) => {
-    if (p.destination.ip || !p.destination.service) return [p];
-    const svc = model.services.find((s) => serviceRef(s) === p.destination.service);
-    return (svc?.vips ?? []).map((ip) => ({ ...p, destination: { ...p.destination, ip } }));
-  });
-}
-
 export interface AgentEvents {
   /** A config was applied; `doneAt` is process.hrtime.bigint() right after the kernel update returned. */
   applied: [ApplyReport, bigint];
@@ -81,6 +76,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   private source?: ModelSource;
   private dp?: Datapath;
   private reconciler?: Reconciler;
+  private identities?: IdentityAllocator;
+  private netns?: NetnsScanner;
+  private netnsTimer?: NodeJS.Timeout;
+  private lastNetns = '';
   private nodeName = '';
   private releaseLock?: () => void;
   private retryTimer?: NodeJS.Timeout;
@@ -152,6 +151,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       this.setUpProxy();
       this.reconciler = new Reconciler(this.dp);
+      this.identities = new IdentityAllocator(this.dp);
+      if (this.opts.cgroupPath) this.netns = new NetnsScanner(this.opts.cgroupPath);
       const adopted = this.reconciler.adopt();
       this.log.info('adopted kernel state', adopted);
       report = this.applyConfig(initial);
@@ -211,13 +212,20 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     const p = this.opts.proxy;
     const proxies = [...(p ? (p.hosts?.length ? p.hosts : [p.host]) : []), ...(this.opts.peerProxies ?? [])];
-    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies });
+    // Numbers from the pinned allocation: stable across restarts, never shared by two names.
+    const numbered = this.identities!.assign(
+      cfg.model.workloads.map((w) => spiffeId(w)),
+      () => this.reconciler!.identitiesInUse(),
+    );
+    const netns = this.scanNetns(cfg);
+    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies, identities: numbered.ids, netns });
     const warnings = desired.policy.warnings.join('\n');
     if (warnings !== this.lastPolicyWarnings) {
       this.lastPolicyWarnings = warnings;
       for (const w of desired.policy.warnings) this.log.warn('policy', { warning: w });
     }
     const report = this.reconciler!.apply(desired);
+    report.errors.push(...numbered.errors);
     const appliedAt = new Date();
     this.last.applied = { report, at: appliedAt };
     this.metrics.observeApply(report, appliedAt);
@@ -227,7 +235,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.log.warn('the config has HTTP rules but the agent runs without --proxy-listen: connects to those destinations are refused', { l7Policies: l7 });
     }
     if (this.proxyControl) {
-      const msg = { l7: l7ByVip(cfg.model), identities: [...desired.identities] };
+      const msg = { l7: desired.proxyDestinations, identities: [...desired.identities] };
       const json = JSON.stringify(msg);
       if (json !== this.lastProxyConfig) {
         this.lastProxyConfig = json;
@@ -247,6 +255,27 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.retryTimer.unref();
     }
     return report;
+  }
+
+  /**
+   * Local workloads without a known cgroup (no Kubernetes source) are named by the network
+   * namespace that holds their addresses: scan the namespaces of the meshed cgroup now, and keep
+   * rescanning while such workloads exist (pods come and go without a config change).
+   */
+  private scanNetns(cfg: SourceSnapshot): Map<bigint, string[]> | undefined {
+    const needed = !!this.netns && cfg.model.workloads.some((w) => w.node === this.nodeName && !w.cgroup);
+    clearInterval(this.netnsTimer);
+    this.netnsTimer = undefined;
+    if (!needed) return undefined;
+    const view = this.netns!.scan();
+    for (const e of view.errors) this.log.warn('network namespace not read; its pod stays unresolved', { error: e });
+    this.lastNetns = netnsKey(view.byCookie);
+    this.netnsTimer = setInterval(() => {
+      const now = netnsKey(this.netns!.scan().byCookie);
+      if (now !== this.lastNetns && this.last.received) this.applyConfig(this.last.received.snapshot);
+    }, this.opts.netnsRescanMs ?? 2000);
+    this.netnsTimer.unref();
+    return view.byCookie;
   }
 
   /** What the agent last received from its source and applied (admin /config-dump, /readyz). */
@@ -321,6 +350,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Stop watching and close fds. The datapath stays pinned and keeps working. */
   stop(): void {
     clearTimeout(this.retryTimer);
+    clearInterval(this.netnsTimer);
     this.admin?.close();
     this.admin = undefined;
     void this.metrics.close();
@@ -337,4 +367,8 @@ export class Agent extends EventEmitter<AgentEvents> {
 function applySummary(r: ApplyReport, at: Date): Record<string, unknown> {
   const { errors, ...counts } = r;
   return { at: at.toISOString(), ...counts, errors: errors.map((e) => ({ code: e.code, message: e.message, ...(Object.keys(e.details ?? {}).length ? { details: e.details } : {}) })) };
+}
+
+function netnsKey(m: Map<bigint, string[]>): string {
+  return JSON.stringify([...m].map(([c, a]) => [String(c), [...a].sort()]).sort());
 }

@@ -9,6 +9,7 @@
         "src/files.cc",
         "src/log_capture.cc",
         "src/maps.cc",
+        "src/netns.cc",
         "src/object.cc",
         "src/probes.cc",
         "src/progs.cc"

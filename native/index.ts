@@ -156,6 +156,7 @@ interface Addon {
   mapUpdateBatch(fd: number, keys: Uint8Array[], values: Uint8Array[], flags?: number): void;
   mapDeleteBatch(fd: number, keys: Uint8Array[]): number;
   numPossibleCpus(): number;
+  netnsInfo(path: string): { cookie: bigint; addrs: string[] };
   linkCreate(progFd: number, targetFd: number, attachType: number, flags?: number): number;
   linkUpdate(linkFd: number, newProgFd: number, oldProgFd?: number): void;
   linkInfo(linkFd: number): LinkInfo;
@@ -492,4 +493,13 @@ export function mapDeleteBatch(fd: number, keys: Uint8Array[]): number {
 
 export function numPossibleCpus(): number {
   return native().numPossibleCpus();
+}
+
+/**
+ * The network namespace at `path` (/proc/PID/ns/net, /var/run/netns/NAME): its cookie, as
+ * bpf_get_netns_cookie() sees it, and the addresses configured in it. The calling thread enters
+ * the namespace for the call and comes back (the process aborts if it cannot).
+ */
+export function netnsInfo(path: string): { cookie: bigint; addrs: string[] } {
+  return native().netnsInfo(path);
 }

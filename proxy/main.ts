@@ -3,6 +3,7 @@
 // the agent pushed for the connection's original destination, and forwards allowed requests to
 // that destination. Metrics and admin stay on localhost.
 import * as http from 'node:http';
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { DEFAULT_BPFFS_DIR, findCgroup2Mount } from '../abi/pins';
 import { createLogger, type Logger } from '../core/log';
@@ -68,6 +69,8 @@ export async function runProxyCli(args: string[]): Promise<void> {
     lookupOrigin: (sock) => (sock.remoteAddress && sock.remotePort ? origins.lookup(sock.remoteAddress, sock.remotePort) : undefined),
     accessLog: accessLog === 'stdout' ? (line) => process.stdout.write(line + '\n') : undefined,
     logger: log,
+    // Upstream connects leave from the listen addresses (the ones the agent flags as the proxy's).
+    sourceAddresses: listens.map((l) => l!.host).filter((h) => isIP(h) && h !== '0.0.0.0' && h !== '::'),
   });
   serveControl(
     values.control!,

@@ -158,12 +158,23 @@ describe('[kernel] authorization at the destination: no way around the L7 proxy'
     assert.deepEqual((await connect('proxy', `[${web().ipv6}]:8080`)).ids, { web: 1 });
   });
 
-  test('meshed clients around the proxy are refused at connect(): pod IP (both families), another service onto the port', async () => {
-    for (const target of [`${web().ipv4}:8080`, `[${web().ipv6}]:8080`, `[::ffff:${web().ipv4}]:8080`, `${SIDE4}:80`]) {
+  test('meshed clients that go around the VIP are steered to the proxy too: pod IP, IPv4-mapped, another service onto the port', async () => {
+    for (const [target, peer] of [
+      [`${web().ipv4}:8080`, { address: web().ipv4, port: 8080 }],
+      [`[::ffff:${web().ipv4}]:8080`, { address: `::ffff:${web().ipv4}`, port: 8080 }],
+      [`${SIDE4}:80`, { address: SIDE4, port: 80 }],
+    ] as const) {
       const d = await counted(() => connect('client', target));
-      assert.deepEqual(d.r.errors, { EACCES: 1 }, `${target}: ${JSON.stringify(d.r)}`);
-      assert.equal(d.deniedConnect, 1, target);
+      assert.deepEqual(d.r.ids, { proxy: 1 }, `${target}: ${JSON.stringify(d.r)}`);
+      assert.equal(d.steered, 1, target);
+      // The client still sees where it connected to.
+      assert.deepEqual(d.r.peer, peer, target);
     }
+    // No IPv6 proxy: the pod's IPv6 address is refused, not reached unjudged.
+    const v6 = await counted(() => connect('client', `[${web().ipv6}]:8080`));
+    assert.deepEqual(v6.r.errors, { ECONNREFUSED: 1 }, JSON.stringify(v6.r));
+    // The backend's L4 policy holds on these paths as on the VIP's.
+    for (const pod of ['denied', 'other']) assert.deepEqual((await connect(pod, `${web().ipv4}:8080`)).errors, { EACCES: 1 }, pod);
   });
 
   test('the VIP of the family without a proxy is refused, not sent to a backend', async () => {

@@ -187,6 +187,16 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     assert.equal(r.body, 'RBAC: access denied');
   });
 
+  test("the backend's pod IP is no way around the rules: the connect goes to the proxy, which applies the service's rules", async () => {
+    const target = `${sb.pod('web1').ipv4}:8080`;
+    const ok = await http('client', target, '/hello');
+    assert.equal(ok.status, 200, JSON.stringify(ok));
+    assert.equal(JSON.parse(ok.body).name, 'web1');
+    assert.deepEqual(ok.peer, { address: sb.pod('web1').ipv4, port: 8080 });
+    assert.equal((await http('client', target, '/deny/this')).status, 403);
+    assert.equal((await http('other', target, '/hello')).status, 403);
+  });
+
   test('the caller identity comes from the kernel: another workload is not allowed', async () => {
     const r = await http('other', `${VIP_HTTP}:80`, '/hello');
     assert.equal(r.status, 403);

@@ -12,6 +12,7 @@ import { Datapath } from '../mesh-agent/datapath/datapath';
 import { createLogger } from '../core/log';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { startControlPlane } from '../xds/server/control-plane';
+import { scaled } from '../sandbox/time-scale';
 import { kernelSkip } from './kernel';
 
 const SOCKMESH = path.resolve(__dirname, '../../bin/sockmesh');
@@ -28,7 +29,7 @@ describe('[kernel] control plane -> agent over xDS -> kernel', kernelSkip(), () 
   const servers: ServerHandle[] = [];
   const log = createLogger({ level: 'warn' });
 
-  const yaml = (backend: string) => `
+  const yaml = (backend: string, extra = '') => `
 node: node1
 services:
   - { name: web, vips: [${VIP}], ports: [{ name: http, port: 80, targetPort: 8080 }, { name: echo, port: 90, targetPort: 9000 }] }
@@ -38,9 +39,9 @@ workloads:
   - { name: client, serviceAccount: client, ips: [${sb.pod('client').ipv4}], node: node1 }
   - { name: web1, serviceAccount: web, ips: [${sb.pod('web1').ipv4}], node: node1 }
   - { name: web2, serviceAccount: web, ips: [${sb.pod('web2').ipv4}], node: node1 }
-`;
-  const write = (backend: string) => {
-    fs.writeFileSync(cfg + '.tmp', yaml(backend));
+${extra}`;
+  const write = (backend: string, extra = '') => {
+    fs.writeFileSync(cfg + '.tmp', yaml(backend, extra));
     fs.renameSync(cfg + '.tmp', cfg);
   };
   const ids = async () => (await sb.podtool('client', ['ids', '--target', `${VIP}:80`, '--count', '6'])).last;
@@ -122,5 +123,35 @@ workloads:
     write('web1');
     cp = await startControlPlane({ configPath: cfg, address: `127.0.0.1:${port}`, log, debounceMs: 50 });
     await waitForBackend('web1', 60_000);
+  });
+
+  test('with --xds alone (no pod cgroup known) callers are named by their network namespace: DENY holds, others pass', async () => {
+    // An ambient Authorization: DENY service account `web` in namespace default. Over xDS the agent
+    // learns workloads and their IPs but no cgroups; without another way to name a caller every
+    // meshed caller would be unresolved, and the DENY would (fail closed) refuse the client too.
+    // A namespace is found through the processes in it: as a pod's pause process does, an idle
+    // server keeps the client's alive (the other pods have theirs).
+    servers.push(await sb.startServer('client', ['serve', '--port', '7000', '--mode', 'id', '--name', 'client']));
+    write(
+      'web1',
+      `xds:
+  - "@type": type.googleapis.com/istio.security.Authorization
+    name: deny-web
+    namespace: default
+    scope: NAMESPACE
+    action: DENY
+    groups: [{ rules: [{ matches: [{ principals: [{ exact: cluster.local/ns/default/sa/web }] }] }] }]
+`,
+    );
+    const target = `${sb.pod('web1').ipv4}:8080`;
+    const connect = async (pod: string) => (await sb.podtool(pod, ['connect', '--target', target, '--connect-timeout-ms', '1500'])).last;
+    let web2: any;
+    for (const deadline = Date.now() + scaled(20_000); Date.now() < deadline; ) {
+      web2 = await connect('web2');
+      if (web2.err === 'EACCES') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(web2.err, 'EACCES', `the DENYed pod was not refused: ${JSON.stringify(web2)}`);
+    assert.equal((await connect('client')).ok, true, 'the client is not the denied identity');
   });
 });

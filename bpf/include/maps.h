@@ -89,6 +89,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_config SEC(".maps");
 
+/* Agent bookkeeping, never read by a program: see struct sm_identity_key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_identity_key);
+	__type(value, struct sm_identity_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_identities SEC(".maps");
+
 /* Value: reserved (1). See struct sm_flow_key. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -139,6 +149,19 @@ struct {
 	__type(value, struct sm_local_ep);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_cgroup_identity SEC(".maps");
+
+/*
+ * Identity of each local pod's network namespace, by netns cookie: for callers whose cgroup the
+ * agent does not know (no Kubernetes source: --xds alone), found from the addresses in the namespace.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sm_local_ep);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_netns_identity SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -4,6 +4,7 @@
 #define SOCKMESH_POLICY_H
 
 #include <linux/bpf.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include "sockmesh_types.h"
 #include "maps.h"
@@ -51,7 +52,7 @@ static __always_inline struct sm_policy_dst *sm_policy_dst_of(const __be32 *dst,
 }
 
 /*
- * Does this port of the destination have HTTP rules (SM_PDST_F_L7)? Then only the L7 proxy may
+ * Does this TCP port of the destination have HTTP rules (SM_PDST_F_L7)? Then only the L7 proxy may
  * open connections to it: any other way in would skip the rules.
  */
 static __always_inline int sm_l7_port(const struct sm_policy_dst *pd, __be16 port)
@@ -80,10 +81,11 @@ static __always_inline int sm_current_is_proxy(void)
 }
 
 /*
- * The identity of the calling task: the deepest of its cgroups that the agent knows as a pod's;
- * SM_IDENTITY_UNRESOLVED when none is known.
+ * The identity of the calling task: the deepest of its cgroups that the agent knows as a pod's,
+ * else its socket's network namespace if the agent knows it as a pod's (sm_netns_identity: found
+ * without a Kubernetes source), else SM_IDENTITY_UNRESOLVED.
  */
-static __always_inline __u32 sm_current_identity(void)
+static __always_inline __u32 sm_current_identity(struct bpf_sock_addr *ctx)
 {
 	struct sm_local_ep *ep;
 	__u64 id;
@@ -98,7 +100,9 @@ static __always_inline __u32 sm_current_identity(void)
 		if (ep)
 			return ep->identity;
 	}
-	return SM_IDENTITY_UNRESOLVED;
+	id = bpf_get_netns_cookie(ctx);
+	ep = bpf_map_lookup_elem(&sm_netns_identity, &id);
+	return ep ? ep->identity : SM_IDENTITY_UNRESOLVED;
 }
 
 /*
@@ -108,22 +112,35 @@ static __always_inline __u32 sm_current_identity(void)
  * the service's policy, see sm_steer_to_proxy), and judging the proxy's identity instead would let
  * a denied client through a permissive rule or break an ALLOW list.
  */
-static __always_inline int sm_policy_allows_connect(const __be32 *dst, __u8 family, __be16 port)
+static __always_inline int sm_l4_allows(struct bpf_sock_addr *ctx, const struct sm_policy_dst *pd, __be16 port)
 {
-	/* Most destinations have no policy: decide that before looking the caller up. */
-	struct sm_policy_dst *pd = sm_policy_dst_of(dst, family);
 	__u32 rule = 0;
 
-	if (!pd)
+	if (sm_policy_verdict_in_set(pd->set, port, sm_current_identity(ctx), &rule) == SM_VERDICT_ALLOW)
 		return 1;
-	if (sm_l7_port(pd, port)) {
-		if (sm_current_is_proxy())
-			return 1;
-	} else if (sm_policy_verdict_in_set(pd->set, port, sm_current_identity(), &rule) == SM_VERDICT_ALLOW) {
-		return 1;
-	}
 	sm_count(SM_CNT_POLICY_DENY_CONNECT, 1);
 	return 0;
+}
+
+/* The same, for a destination whose set is already looked up (NULL: no policies, allowed). */
+static __always_inline int sm_policy_allows_pd(struct bpf_sock_addr *ctx, const struct sm_policy_dst *pd, __be16 port)
+{
+	if (!pd)
+		return 1;
+	/* HTTP rules are about TCP: UDP to the same port number (QUIC, say) is judged by L4 alone. */
+	if (ctx->protocol == IPPROTO_TCP && sm_l7_port(pd, port)) {
+		if (sm_current_is_proxy())
+			return 1;
+		sm_count(SM_CNT_POLICY_DENY_CONNECT, 1);
+		return 0;
+	}
+	return sm_l4_allows(ctx, pd, port);
+}
+
+static __always_inline int sm_policy_allows_connect(struct bpf_sock_addr *ctx, const __be32 *dst, __u8 family, __be16 port)
+{
+	/* Most destinations have no policy: decide that before looking the caller up. */
+	return sm_policy_allows_pd(ctx, sm_policy_dst_of(dst, family), port);
 }
 
 #endif /* SOCKMESH_POLICY_H */

@@ -135,6 +135,20 @@ struct sm_sock_state {
 };
 
 /*
+ * sm_identities: which SPIFFE id each identity number stands for, on this node. Written and read by
+ * the agent only (no program looks at it): it is pinned so that numbers survive agent restarts and
+ * are never given to another name while anything may still carry them. The value is the first 16
+ * bytes of the SHA-256 of the SPIFFE id (names can be longer than a map value should be).
+ */
+struct sm_identity_key {
+	__u32 identity;
+};
+
+struct sm_identity_name {
+	__u8 sha256[16];
+};
+
+/*
  * sm_udp_flows: the UDP flows of meshed sockets, (socket cookie, peer address, peer port), after
  * translation (the backend, not the VIP). A flow is judged once, at its first datagram, as a TCP
  * connection is at its SYN: outbound at sendmsg/connect (then recorded), or inbound at the pod

@@ -172,14 +172,14 @@ export function lookupRows(set: SetRows | undefined, identity: number, port: num
  * rewritten: any change, of a policy or of the identities it was evaluated for, is a new set
  * written beside the old one before its destinations switch to it (make-before-break).
  */
-export function compilePolicies(model: Model, l7?: L7Protection): CompiledPolicy {
+export function compilePolicies(model: Model, l7?: L7Protection, ids: Map<string, number> = identityTable(model.workloads)): CompiledPolicy {
   const out: CompiledPolicy = { dsts: new Map(), entries: new Map(), rules: ['(none)'], warnings: [] };
   const enforced = (model.policies?.l4 ?? []).filter((p) => !p.dryRun && p.action !== 'LOG');
   const ruleIds = new Map<L4Policy, number>();
   enforced.forEach((p) => ruleIds.set(p, out.rules.push(p.name) - 1));
   /** destination IP -> its L4 set */
   const l4Of = new Map<string, SetRows>();
-  if (enforced.length) compileL4(model, enforced, ruleIds, l4Of);
+  if (enforced.length) compileL4(model, enforced, ruleIds, l4Of, ids);
   const final = new Map<string, SetRows>(l4Of);
   if (l7) addL7(l7, l4Of, final, out.warnings);
 
@@ -205,13 +205,13 @@ export function compilePolicies(model: Model, l7?: L7Protection): CompiledPolicy
   return out;
 }
 
-function compileL4(model: Model, enforced: L4Policy[], ruleIds: Map<L4Policy, number>, l4Of: Map<string, SetRows>): void {
+function compileL4(model: Model, enforced: L4Policy[], ruleIds: Map<L4Policy, number>, l4Of: Map<string, SetRows>, ids: Map<string, number>): void {
   // Source classes: every known identity (with its addresses), and the unknown identity (0).
-  const ids = identityTable(model.workloads);
   const byIdentity = new Map<number, { spiffe: string; namespace: string; ips: string[] }>();
   for (const w of model.workloads) {
     const spiffe = spiffeId(w);
-    const id = ids.get(spiffe)!;
+    const id = ids.get(spiffe);
+    if (id === undefined) continue; // not numbered (sm_identities full): judged as unresolved
     const cls = byIdentity.get(id) ?? { spiffe, namespace: w.namespace, ips: [] };
     cls.ips.push(...w.ips.map((ip) => canonicalIp(ip)!));
     byIdentity.set(id, cls);
@@ -303,11 +303,9 @@ function addL7(l7: L7Protection, l4Of: Map<string, SetRows>, final: Map<string, 
       continue;
     }
     const rows: SetRows = { rows: new Map([['0|0', { identity: 0, port: 0, value: ALLOW_NO_RULE }]]), flags: 0 };
-    let judged = false;
     for (const [port, backends] of byPort) {
       const sets = backends.map((b) => ({ set: l4Of.get(b.ip), port: b.port }));
       if (!sets.some((x) => x.set)) continue; // no backend has L4 policy: nothing to judge
-      judged = true;
       const identities = new Set<number>([0]);
       for (const x of sets) for (const r of x.set?.rows.values() ?? []) if (r.identity !== IDENTITY_L7_PORTS) identities.add(r.identity);
       const verdictFor = (id: number): PolicyValue => {
@@ -327,6 +325,8 @@ function addL7(l7: L7Protection, l4Of: Map<string, SetRows>, final: Map<string, 
         if (!sameValue(v, fallback)) rows.rows.set(`${id}|${port}`, { identity: id, port, value: v });
       }
     }
-    if (judged) final.set(vip, rows);
+    // Always written, "allow" when no backend has L4 policy: the kernel refuses to steer a connect
+    // to a VIP with HTTP rules whose set is not in place (fail closed while a change is applied).
+    final.set(vip, rows);
   }
 }

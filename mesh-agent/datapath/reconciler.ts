@@ -12,7 +12,7 @@
 // an agent restarted over a running datapath writes nothing when nothing changed.
 import * as bpf from '../../native';
 import { DatapathError } from '../../core/errors';
-import { Model, serviceRef, Service, ServicePort } from '../../core/model';
+import { L7Policy, Model, serviceRef, Service, ServicePort } from '../../core/model';
 import {
   Backend,
   backend as backendCodec,
@@ -22,6 +22,7 @@ import {
   IpKey,
   cgroupId,
   EP_F_PROXY,
+  IDENTITY_UNRESOLVED,
   LocalEp,
   localEp,
   PolicyDst,
@@ -44,6 +45,7 @@ import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
 import * as fs from 'node:fs';
 import { identityTable, spiffeId } from '../../core/identity';
 import { CompiledPolicy, compilePolicies, L7Protection, policyEntryKey } from './policy';
+import { matchNamespaces } from './netns';
 
 /** SM_SVC_F_L7 in bpf/include/sockmesh_types.h */
 export const SVC_F_L7 = 1;
@@ -63,7 +65,11 @@ export interface DesiredState {
   ipIdentities: Map<string, LocalEp>;
   /** Identity of each local pod cgroup, by cgroup id (outbound policy). */
   cgroupIdentities: Map<bigint, LocalEp>;
+  /** Identity of each local pod's network namespace, by cookie (callers without a known cgroup). */
+  netnsIdentities: Map<bigint, LocalEp>;
   policy: CompiledPolicy;
+  /** The HTTP rules the L7 proxy applies, one entry per destination it can see (VIP or backend). */
+  proxyDestinations: L7Policy[];
   /** identity number -> SPIFFE id, for the L7 proxy (the kernel carries only the number). */
   identities: Map<number, string>;
 }
@@ -110,6 +116,16 @@ export interface DesiredOptions {
   maxSlots?: number;
   /** Addresses of L7 proxies (this node's and peer nodes'): SM_EP_F_PROXY in sm_ip_identity. */
   proxies?: string[];
+  /**
+   * SPIFFE id -> identity number (the agent's pinned allocation); default: numbers derived from
+   * this model alone (identityTable). A workload without a number is judged as unresolved.
+   */
+  identities?: Map<string, number>;
+  /**
+   * Network namespaces of the processes in the meshed cgroup (cookie -> addresses): local workloads
+   * without a known cgroup are named by the namespace that holds their addresses (netns.ts).
+   */
+  netns?: Map<bigint, string[]>;
 }
 
 export function desiredState(model: Model, nodeName: string | undefined, opts: DesiredOptions = {}): DesiredState {
@@ -151,6 +167,33 @@ export function desiredState(model: Model, nodeName: string | undefined, opts: D
     set.add(port);
     l7.ports.set(ip, set);
   };
+  // Every address a backend can be reached at: all endpoints of the service port, whatever their
+  // health, priority, weight or family, and every address of the workloads behind them.
+  const ipsOfWorkload = new Map<string, string[]>();
+  for (const w of model.workloads) {
+    const ips = w.ips.map(canonicalIp);
+    for (const ip of ips) ipsOfWorkload.set(ip, ips);
+  }
+  const backendsOf = (svc: Service, port: number): Array<{ ip: string; port: number }> => {
+    const sp = svc.ports.find((x) => x.port === port && x.protocol !== 'UDP');
+    if (!sp) return [];
+    const seen = new Map<string, { ip: string; port: number }>();
+    for (const e of byService.get(serviceRef(svc)) ?? []) {
+      if (!portMatches(e.servicePort, sp)) continue;
+      const bport = e.port ?? sp.targetPort ?? sp.port;
+      for (const ip of ipsOfWorkload.get(canonicalIp(e.address)) ?? [canonicalIp(e.address)]) seen.set(`${ip}|${bport}`, { ip, port: bport });
+    }
+    return [...seen.values()];
+  };
+  // What the proxy judges, per destination it can see: the VIP, or (a direct connect, steered as
+  // well) a backend's address. Filters of every policy for one destination are chained, so each
+  // must allow (two services onto one backend port: the stricter of both).
+  const proxyDsts = new Map<string, L7Policy>();
+  const judge = (ip: string, port: number, p: L7Policy) => {
+    const k = svcKeyString({ ip, port, proto: IPPROTO_TCP });
+    const cur = proxyDsts.get(k);
+    proxyDsts.set(k, cur ? { ...cur, filters: [...cur.filters, ...p.filters] } : { ...p, destination: { ip, port } });
+  };
   for (const p of model.policies?.l7 ?? []) {
     const d = p.destination;
     const svcModel = d.ip ? undefined : model.services.find((s) => serviceRef(s) === d.service);
@@ -161,33 +204,33 @@ export function desiredState(model: Model, nodeName: string | undefined, opts: D
     const vips = d.ip ? [canonicalIp(d.ip)] : svcModel!.vips.map(canonicalIp);
     for (const vip of vips) {
       const svc = services.get(svcKeyString({ ip: vip, port: d.port, proto: IPPROTO_TCP }));
-      if (!svc) {
+      const owner = svcModel ?? model.services.find((s) => s.vips.some((v) => canonicalIp(v) === vip));
+      if (!svc || !owner) {
         // Not a service VIP (a pod IP, say): clients cannot be steered to the proxy for it, so the
         // port is closed to everything but the proxy rather than left open without the rules.
         protect(vip, d.port);
-        warnings.push(`HTTP rules for ${vip} port ${d.port}: not a service VIP; only the L7 proxy may connect to it (clients must use a service)`);
+        judge(vip, d.port, p);
+        warnings.push(`HTTP rules for ${vip} port ${d.port}: not a service VIP; meshed clients are steered to the L7 proxy, others cannot connect`);
         continue;
       }
       svc.flags |= SVC_F_L7;
-      const byPort = l7.vips.get(vip) ?? new Map<number, Array<{ ip: string; port: number }>>();
-      const seen = new Set<string>();
-      const backends: Array<{ ip: string; port: number }> = [];
-      for (const b of svc.slots) {
-        if (seen.has(`${b.ip}|${b.port}`)) continue;
-        seen.add(`${b.ip}|${b.port}`);
-        backends.push({ ip: b.ip, port: b.port });
+      judge(vip, d.port, p);
+      const backends = backendsOf(owner, d.port);
+      for (const b of backends) {
         protect(b.ip, b.port);
+        judge(b.ip, b.port, p);
       }
+      const byPort = l7.vips.get(vip) ?? new Map<number, Array<{ ip: string; port: number }>>();
       byPort.set(d.port, backends);
       l7.vips.set(vip, byPort);
     }
   }
-  const ids = identityTable(model.workloads);
+  const ids = opts.identities ?? identityTable(model.workloads);
   const localEps = new Map<string, LocalEp>();
   const ipIdentities = new Map<string, LocalEp>();
   const cgroupIdentities = new Map<bigint, LocalEp>();
   for (const w of model.workloads) {
-    const ep = { identity: ids.get(spiffeId(w)) ?? 0, flags: 0 };
+    const ep = { identity: ids.get(spiffeId(w)) ?? IDENTITY_UNRESOLVED, flags: 0 };
     for (const ip of w.ips) ipIdentities.set(canonicalIp(ip), ep);
     if (nodeName === undefined || w.node !== nodeName) continue;
     for (const ip of w.ips) localEps.set(canonicalIp(ip), ep);
@@ -199,19 +242,33 @@ export function desiredState(model: Model, nodeName: string | undefined, opts: D
       }
     }
   }
+  const netnsIdentities = new Map<bigint, LocalEp>();
+  if (opts.netns) {
+    const owner = new Map<string, string>();
+    const epOf = new Map<string, LocalEp>();
+    for (const w of model.workloads) {
+      if (nodeName === undefined || w.node !== nodeName) continue;
+      const key = `${w.namespace}/${w.name}`;
+      epOf.set(key, { identity: ids.get(spiffeId(w)) ?? IDENTITY_UNRESOLVED, flags: 0 });
+      for (const ip of w.ips) owner.set(canonicalIp(ip), key);
+    }
+    for (const [cookie, key] of matchNamespaces(opts.netns, owner)) netnsIdentities.set(cookie, epOf.get(key)!);
+  }
   // L7 proxies (this node's and its peers'): the only sources let into ports with HTTP rules.
   for (const text of opts.proxies ?? []) {
     const ip = canonicalIp(text);
     ipIdentities.set(ip, { identity: ipIdentities.get(ip)?.identity ?? 0, flags: EP_F_PROXY });
   }
-  const policy = compilePolicies(model, l7);
+  const policy = compilePolicies(model, l7, ids);
   policy.warnings.unshift(...warnings);
   return {
     services,
     localEps,
     ipIdentities,
     cgroupIdentities,
+    netnsIdentities,
     policy,
+    proxyDestinations: [...proxyDsts.values()],
     identities: new Map([...ids].map(([spiffe, n]) => [n, spiffe])),
   };
 }
@@ -228,12 +285,14 @@ export class Reconciler {
   private readonly eps: TypedMap<IpKey, LocalEp>;
   private readonly ipIds: TypedMap<IpKey, LocalEp>;
   private readonly cgIds: TypedMap<{ id: bigint }, LocalEp>;
+  private readonly nsIds: TypedMap<{ id: bigint }, LocalEp>;
   private readonly polDst: TypedMap<IpKey, PolicyDst>;
   private readonly pol: TypedMap<PolicyKey, PolicyValue>;
   private current = new Map<string, Current>();
   private currentEps = new Map<string, LocalEp>();
   private currentIpIds = new Map<string, LocalEp>();
   private currentCgIds = new Map<bigint, LocalEp>();
+  private currentNsIds = new Map<bigint, LocalEp>();
   private currentPolDst = new Map<string, PolicyDst>();
   private currentPol = new Map<string, { key: PolicyKey; value: PolicyValue }>();
   private usedIds = new Set<number>();
@@ -246,8 +305,20 @@ export class Reconciler {
     this.eps = new TypedMap(dp.maps.sm_local_eps, ipKey, localEp);
     this.ipIds = new TypedMap(dp.maps.sm_ip_identity, ipKey, localEp);
     this.cgIds = new TypedMap(dp.maps.sm_cgroup_identity, cgroupId, localEp);
+    this.nsIds = new TypedMap(dp.maps.sm_netns_identity, cgroupId, localEp); // a u64 key as well
     this.polDst = new TypedMap(dp.maps.sm_policy_dst, ipKey, policyDst);
     this.pol = new TypedMap(dp.maps.sm_policy, policyKey, policyValue);
+  }
+
+  /** Identity numbers the kernel still refers to (policy rows, identity entries). */
+  identitiesInUse(): Set<number> {
+    const out = new Set<number>();
+    for (const e of this.currentPol.values()) out.add(e.key.identity);
+    for (const v of this.currentIpIds.values()) out.add(v.identity);
+    for (const v of this.currentCgIds.values()) out.add(v.identity);
+    for (const v of this.currentNsIds.values()) out.add(v.identity);
+    for (const v of this.currentEps.values()) out.add(v.identity);
+    return out;
   }
 
   /**
@@ -289,6 +360,7 @@ export class Reconciler {
     this.currentEps = new Map(this.eps.entries().map(([k, v]) => [k.ip, v]));
     this.currentIpIds = new Map(this.ipIds.entries().map(([k, v]) => [k.ip, v]));
     this.currentCgIds = new Map(this.cgIds.entries().map(([k, v]) => [k.id, v]));
+    this.currentNsIds = new Map(this.nsIds.entries().map(([k, v]) => [k.id, v]));
     this.currentPolDst = new Map(this.polDst.entries().map(([k, v]) => [k.ip, v]));
     this.currentPol = new Map(this.pol.entries().map(([key, value]) => [policyEntryKey(key), { key, value }]));
     return { services: this.current.size, slots: this.slotEntries, localEps: this.currentEps.size, orphanSlotsDeleted: orphans.length };
@@ -375,6 +447,10 @@ export class Reconciler {
       errors: [],
       durationMs: 0,
     };
+    // Identities and policy first: a new backend is protected (its ports with HTTP rules closed to
+    // all but the proxy, its L4 rows in the VIP's set) before any connect can be sent to it.
+    this.applyIdentities(desired, report);
+    this.applyPolicy(desired.policy, report);
     const svcCap = this.svc.raw.maxEntries;
     const slotCap = this.slotsMap.raw.maxEntries;
     const retired: Array<{ svcId: number; gen: number; count: number }> = [];
@@ -495,8 +571,6 @@ export class Reconciler {
       this.currentEps.delete(ip);
       report.localEpsRemoved++;
     }
-    this.applyIdentities(desired, report);
-    this.applyPolicy(desired.policy, report);
     return report;
   }
 
@@ -552,6 +626,14 @@ export class Reconciler {
       eq,
       report,
     );
+    report.identitiesChanged += this.syncTable(
+      this.nsIds,
+      this.currentNsIds as Map<string | bigint, LocalEp>,
+      desired.netnsIdentities as Map<string | bigint, LocalEp>,
+      (k) => ({ id: k as bigint }),
+      eq,
+      report,
+    );
   }
 
   /**
@@ -559,6 +641,7 @@ export class Reconciler {
    * (new) policy set, then an RCU grace period, then rows nobody points at are deleted.
    */
   private applyPolicy(p: CompiledPolicy, report: ApplyReport): void {
+    this.avoidRewrites(p);
     // Rows of sets no destination points at and this table does not use (left by an attempt that
     // did not fit): never read by a program, so they go first, to make room.
     const referenced = new Set([...this.currentPolDst.values()].map((d) => d.set));
@@ -614,6 +697,40 @@ export class Reconciler {
       report.policyEntriesDeleted += stale.length;
     } catch (e) {
       report.errors.push(kernelError(e, this.pol.raw.name, this.pol.raw.maxEntries, 'deleting stale L4 policy rows'));
+    }
+  }
+
+  /**
+   * A set id is the hash of the set's content, so an id already in the kernel normally holds the
+   * same rows. Should a new content hash to an id the kernel holds with other rows, it moves to a
+   * free id: rows of a set in force are never rewritten in place.
+   */
+  private avoidRewrites(p: CompiledPolicy): void {
+    const group = (entries: Iterable<{ key: PolicyKey; value: PolicyValue }>) => {
+      const out = new Map<number, Map<string, string>>();
+      for (const e of entries) {
+        const m = out.get(e.key.set) ?? new Map<string, string>();
+        m.set(`${e.key.identity}|${e.key.port}`, `${e.value.verdict}|${e.value.rule}`);
+        out.set(e.key.set, m);
+      }
+      return out;
+    };
+    const current = group(this.currentPol.values());
+    const desired = group(p.entries.values());
+    const same = (a: Map<string, string>, b: Map<string, string>) => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
+    for (const [set, rows] of desired) {
+      const cur = current.get(set);
+      if (!cur || same(cur, rows)) continue;
+      let id = (set + 1) >>> 0 || 1;
+      while (current.has(id) || desired.has(id)) id = (id + 1) >>> 0 || 1;
+      desired.set(id, rows);
+      for (const [k, e] of [...p.entries]) {
+        if (e.key.set !== set) continue;
+        p.entries.delete(k);
+        const key = { ...e.key, set: id };
+        p.entries.set(policyEntryKey(key), { key, value: e.value });
+      }
+      for (const [ip, d] of p.dsts) if (d.set === set) p.dsts.set(ip, { ...d, set: id });
     }
   }
 

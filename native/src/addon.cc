@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMaps(env, exports);
   InitProgs(env, exports);
   InitFiles(env, exports);
+  InitNetns(env, exports);
   InitConsts(env, exports);
   InitProbes(env, exports);
   return exports;

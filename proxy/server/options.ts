@@ -1,5 +1,5 @@
 // Options of the L7 proxy server, their defaults, and the resolved configuration the parts share.
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import type { ConnectionOrigin, Evaluator } from '../types';
 
 /** Same shape as core/log.ts `Logger`, so `createLogger({ component: 'proxy' })` can be passed as is
@@ -81,6 +81,12 @@ export interface L7ProxyOptions {
   normalizePath?: boolean;
   /** Also collapse "//" into "/" (Istio's MERGE_SLASHES). Default false. */
   mergeSlashes?: boolean;
+  /**
+   * Addresses upstream connects are made from, at most one per family: the proxy's own (its
+   * listen addresses), which ports with HTTP rules accept connections from (SM_EP_F_PROXY). Without
+   * one for a family the kernel picks the source by route. Default none.
+   */
+  sourceAddresses?: string[];
 }
 
 export interface ProxyConfig {
@@ -96,6 +102,8 @@ export interface ProxyConfig {
   upgradeProtocols: ReadonlySet<string>;
   normalizePath: boolean;
   mergeSlashes: boolean;
+  /** Source address of upstream connects per family (4, 6), when given. */
+  source: { 4?: string; 6?: string };
 }
 
 export const DEFAULT_LIMITS: ProxyLimits = {
@@ -147,6 +155,7 @@ export function resolveConfig(opts: L7ProxyOptions): ProxyConfig {
     timeouts,
     upstream,
     upgradeProtocols: new Set((opts.upgradeProtocols ?? ['websocket']).map((p) => p.toLowerCase())),
+    source: sourcesByFamily(opts.sourceAddresses ?? []),
     normalizePath: opts.normalizePath ?? true,
     mergeSlashes: opts.mergeSlashes ?? false,
   };
@@ -155,5 +164,16 @@ export function resolveConfig(opts: L7ProxyOptions): ProxyConfig {
 function defined<T extends object>(o: T | undefined): Partial<T> {
   const out: Partial<T> = {};
   for (const [k, v] of Object.entries(o ?? {})) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
+
+function sourcesByFamily(addrs: string[]): { 4?: string; 6?: string } {
+  const out: { 4?: string; 6?: string } = {};
+  for (const a of addrs) {
+    const fam = net.isIPv4(a) ? 4 : net.isIPv6(a) ? 6 : 0;
+    if (!fam) throw new TypeError(`createL7Proxy: source address ${JSON.stringify(a)} is not an IP address`);
+    if (out[fam]) throw new TypeError(`createL7Proxy: more than one IPv${fam} source address`);
+    out[fam] = a;
+  }
   return out;
 }

@@ -102,6 +102,15 @@ export class Upstreams {
     }
   }
 
+  /**
+   * Connect from the proxy's own address of the destination's family: ports with HTTP rules take
+   * connections from that address only (the route's choice could be another of the host's).
+   */
+  private sourceFor(destination: string): { localAddress?: string } {
+    const a = this.cfg.source[destination.startsWith('[') ? 6 : 4];
+    return a ? { localAddress: a } : {};
+  }
+
   /** The HTTP/1.1 pool of a destination ("ip:port" / "[v6]:port"). */
   pool(destination: string): Pool {
     let pool = this.pools.get(destination);
@@ -110,7 +119,7 @@ export class Upstreams {
       pool = new Pool(`http://${destination}`, {
         connections: upstream.maxConnectionsPerUpstream,
         pipelining: 1,
-        connect: { timeout: timeouts.upstreamConnectMs },
+        connect: { timeout: timeouts.upstreamConnectMs, ...this.sourceFor(destination) },
         headersTimeout: timeouts.upstreamResponseHeadersMs,
         bodyTimeout: timeouts.upstreamIdleMs,
         maxHeaderSize: upstream.maxResponseHeaderBytes,
@@ -155,6 +164,7 @@ export class Upstreams {
     const session = http2.connect(`http://${destination}`, {
       settings: { enablePush: false },
       maxSessionMemory: 32,
+      ...this.sourceFor(destination),
     });
     const timer = setTimeout(
       () => session.destroy(new ProxyError('SM_PROXY_CONNECT_TIMEOUT', `no connection to ${destination} within ${timeouts.upstreamConnectMs} ms`)),
