@@ -39,7 +39,12 @@ describe('[kernel] identity numbers: pinned, collision-free, stable', kernelSkip
   const [saA, saB] = collidingAccounts('default');
   const A = spiffeId({ namespace: 'default', serviceAccount: saA });
   const B = spiffeId({ namespace: 'default', serviceAccount: saB });
+  // One datapath at a time on the node's cgroup: programs of several would all judge a connect.
   const install = (name: string, mapSizes = {}) => {
+    for (const old of dps.splice(0)) {
+      old.close();
+      Datapath.remove(old.bpffsDir);
+    }
     const dp = Datapath.install({ cgroupPath: sb.node('node1').cgroupPath, bpffsDir: path.join(sb.ensureBpffsDir(), name), mapSizes });
     dps.push(dp);
     return dp;
@@ -53,7 +58,7 @@ describe('[kernel] identity numbers: pinned, collision-free, stable', kernelSkip
   after(async () => {
     for (const s of servers) await s.stop();
     for (const d of opened) d.close();
-    for (const dp of dps) {
+    for (const dp of dps.splice(0)) {
       dp.close();
       Datapath.remove(dp.bpffsDir);
     }
@@ -110,5 +115,52 @@ describe('[kernel] identity numbers: pinned, collision-free, stable', kernelSkip
     const connect = async (pod: string) => (await sb.podtool(pod, ['connect', '--target', `${sb.pod('web').ipv4}:8080`, '--connect-timeout-ms', '1500'])).last;
     assert.equal((await connect('a')).err, 'EACCES');
     assert.equal((await connect('b')).ok, true);
+  });
+
+  test('identities changed under a connect loop: no connect is judged by a mix of old and new tables', async () => {
+    const dp = install('idsswap');
+    // The pod at a's address and cgroup is, in turn, a workload of namespace bad and one of
+    // namespace bad2; each config DENYs its own namespace at web. Both configs refuse every
+    // connect from it: one let through would have been judged by the new identity against the old
+    // table (or the reverse).
+    const model = (ns: string): Model => ({
+      services: [],
+      endpoints: [],
+      workloads: [
+        { namespace: ns, name: 'a', serviceAccount: 'a', ips: [sb.pod('a').ipv4], node: 'node1', cgroup: sb.pod('a').cgroupPath },
+        { namespace: 'default', name: 'web', serviceAccount: 'web', ips: [sb.pod('web').ipv4], node: 'node1', cgroup: sb.pod('web').cgroupPath },
+      ],
+      policies: {
+        l4: [{ name: `default/deny-${ns}`, scope: { kind: 'workloads', workloads: ['default/web'] }, action: 'DENY', dryRun: false, when: { namespace: { exact: ns } }, origin: 'test' }],
+        l7: [],
+      },
+    });
+    // Each step of a change is held for 3 ms, so that connects do fall between the steps.
+    const hold = new Int32Array(new SharedArrayBuffer(4));
+    const rec = new Reconciler(dp, { betweenSteps: () => Atomics.wait(hold, 0, 0, 3) });
+    rec.adopt();
+    const alloc = new IdentityAllocator(dp);
+    const apply = (ns: string) => {
+      const m = model(ns);
+      const ids = alloc.assign(m.workloads.map(spiffeId), () => rec.identitiesInUse()).ids;
+      const r = rec.apply(desiredState(m, 'node1', { identities: ids }));
+      assert.deepEqual(r.errors, []);
+    };
+    apply('bad');
+    const durationMs = 4000;
+    const loop = sb.podtool('a', ['connect-loop', '--target', `${sb.pod('web').ipv4}:8080`, '--duration-ms', String(durationMs), '--interval-ms', '0', '--connect-timeout-ms', '200'], {
+      timeoutMs: durationMs + 60_000,
+    });
+    let flips = 0;
+    const until = Date.now() + durationMs;
+    while (Date.now() < until) {
+      apply(flips % 2 ? 'bad' : 'bad2');
+      flips++;
+      await new Promise((r) => setImmediate(r));
+    }
+    const lines = (await loop).lines.filter((l) => l.t0 !== undefined);
+    assert.ok(flips >= 10, `only ${flips} switches`);
+    assert.ok(lines.length >= 20, `only ${lines.length} connects`);
+    assert.deepEqual(lines.filter((l) => !l.err), [], `${flips} switches: a connect was let through`);
   });
 });

@@ -22,7 +22,9 @@ import {
   IpKey,
   cgroupId,
   EP_F_PROXY,
+  IDENTITY_L7_PORTS,
   IDENTITY_UNRESOLVED,
+  VERDICT_ALLOW,
   LocalEp,
   localEp,
   PolicyDst,
@@ -44,11 +46,14 @@ import { mapFullError, TypedMap } from './maps';
 import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
 import * as fs from 'node:fs';
 import { identityTable, spiffeId } from '../../core/identity';
-import { CompiledPolicy, compilePolicies, L7Protection, policyEntryKey } from './policy';
+import { CompiledPolicy, compilePolicies, L7Protection, lookupRows, policyEntryKey } from './policy';
 import { matchNamespaces } from './netns';
 
 /** SM_SVC_F_L7 in bpf/include/sockmesh_types.h */
 export const SVC_F_L7 = 1;
+
+/** Rows of one policy set, keyed `${identity}|${port}` (policy.ts SetRows). */
+type SetRowsView = Map<string, { identity: number; port: number; value: PolicyValue }>;
 
 export interface DesiredService {
   key: SvcKey;
@@ -299,7 +304,14 @@ export class Reconciler {
   private nextId = 1;
   private slotEntries = 0;
 
-  constructor(private readonly dp: Datapath) {
+  /**
+   * `betweenSteps` runs between the steps of a policy/identity change (after the first tables,
+   * after the identity entries): a test widens the window there to show no connect falls in it.
+   */
+  constructor(
+    private readonly dp: Datapath,
+    private readonly hooks: { betweenSteps?: (step: 'tables' | 'identities') => void } = {},
+  ) {
     this.svc = new TypedMap(dp.maps.sm_services, svcKey, svcValue);
     this.slotsMap = new TypedMap(dp.maps.sm_backends, slotKey, backendCodec);
     this.eps = new TypedMap(dp.maps.sm_local_eps, ipKey, localEp);
@@ -447,10 +459,9 @@ export class Reconciler {
       errors: [],
       durationMs: 0,
     };
-    // Identities and policy first: a new backend is protected (its ports with HTTP rules closed to
+    // Policy and identities first: a new backend is protected (its ports with HTTP rules closed to
     // all but the proxy, its L4 rows in the VIP's set) before any connect can be sent to it.
-    this.applyIdentities(desired, report);
-    this.applyPolicy(desired.policy, report);
+    this.applyPolicyAndIdentities(desired, report);
     const svcCap = this.svc.raw.maxEntries;
     const slotCap = this.slotsMap.raw.maxEntries;
     const retired: Array<{ svcId: number; gen: number; count: number }> = [];
@@ -606,6 +617,106 @@ export class Reconciler {
       }
     }
     return n;
+  }
+
+  /**
+   * Policy tables and identity entries are separate maps, so no single write switches both. A new
+   * identity entry (a pod that starts) is written after the tables that name it; when an existing
+   * entry changes identity (an IP given to a pod of another identity) a connect could be judged with
+   * the new identity by the old tables, or the old identity by the new ones, whichever is looser.
+   * So such a change goes in three steps: every destination first switches to a transition set (the
+   * new rows, where each identity that is being replaced is judged by both the old and the new
+   * tables: allowed only if both allow); then the identity entries change; then the new sets. Each
+   * connect is judged by the old configuration, the new one, or more strictly than both.
+   */
+  private applyPolicyAndIdentities(desired: DesiredState, report: ApplyReport): void {
+    const replaced = this.replacedIdentities(desired);
+    if (!replaced.size) {
+      this.applyPolicy(desired.policy, report);
+      this.hooks.betweenSteps?.('tables');
+      this.applyIdentities(desired, report);
+      return;
+    }
+    const errors = report.errors.length;
+    this.applyPolicy(this.transitionPolicy(desired.policy, replaced), report);
+    if (report.errors.length > errors) return; // the old tables and identities stay; retried
+    try {
+      this.dp.rcuSync(); // no connect still judged by the old tables
+    } catch (e) {
+      report.errors.push(new DatapathError('SM_KERNEL', `RCU wait failed; identities not switched: ${(e as Error).message}`, { cause: e }));
+      return;
+    }
+    this.hooks.betweenSteps?.('tables');
+    this.applyIdentities(desired, report);
+    this.hooks.betweenSteps?.('identities');
+    this.applyPolicy(desired.policy, report);
+  }
+
+  /** Identity numbers of entries (IP, cgroup, netns) that the desired state gives another identity. */
+  private replacedIdentities(desired: DesiredState): Set<number> {
+    const out = new Set<number>();
+    const scan = <K>(current: Map<K, LocalEp>, want: Map<K, LocalEp>) => {
+      for (const [k, v] of current) {
+        const w = want.get(k);
+        if (w && w.identity !== v.identity) out.add(v.identity);
+      }
+    };
+    scan(this.currentIpIds, desired.ipIdentities);
+    scan(this.currentCgIds, desired.cgroupIdentities);
+    scan(this.currentNsIds, desired.netnsIdentities);
+    return out;
+  }
+
+  /** The new tables, with each identity in `replaced` judged by the old and the new rows at once. */
+  private transitionPolicy(next: CompiledPolicy, replaced: Set<number>): CompiledPolicy {
+    const rowsOf = (entries: Iterable<{ key: PolicyKey; value: PolicyValue }>) => {
+      const bySet = new Map<number, SetRowsView>();
+      for (const e of entries) {
+        const m = bySet.get(e.key.set) ?? new Map();
+        m.set(`${e.key.identity}|${e.key.port}`, { identity: e.key.identity, port: e.key.port, value: e.value });
+        bySet.set(e.key.set, m);
+      }
+      return bySet;
+    };
+    const oldRows = rowsOf(this.currentPol.values());
+    const newRows = rowsOf(next.entries.values());
+    const out: CompiledPolicy = { dsts: new Map(), entries: new Map(), rules: next.rules, warnings: [] };
+    const made = new Map<string, number>(); // `${old set}|${new set}` -> transition set id
+    const used = new Set<number>([...oldRows.keys(), ...newRows.keys()]);
+    for (const ip of new Set([...this.currentPolDst.keys(), ...next.dsts.keys()])) {
+      const o = this.currentPolDst.get(ip);
+      const n = next.dsts.get(ip);
+      const pair = `${o?.set ?? 0}|${n?.set ?? 0}`;
+      let id = made.get(pair);
+      if (id === undefined) {
+        id = 1;
+        while (used.has(id)) id = (id + 1) >>> 0 || 1;
+        used.add(id);
+        made.set(pair, id);
+        const or = o ? oldRows.get(o.set) : undefined;
+        const nr = n ? newRows.get(n.set) : undefined;
+        // Start from the new rows (or the old ones for a destination that loses its policies).
+        const rows = new Map(nr ?? or ?? [['0|0', { identity: 0, port: 0, value: { verdict: VERDICT_ALLOW, rule: 0 } }]]);
+        // Ports with HTTP rules in either stay closed to all but the proxy.
+        for (const r of or?.values() ?? []) if (r.identity === IDENTITY_L7_PORTS) rows.set(`${r.identity}|${r.port}`, r);
+        const ports = new Set<number>([0]);
+        for (const r of [...(or?.values() ?? []), ...(nr?.values() ?? [])]) ports.add(r.port);
+        for (const x of replaced) {
+          for (const port of ports) {
+            const a = lookupRows(or ? { rows: or, flags: 0 } : undefined, x, port);
+            const b = lookupRows(nr ? { rows: nr, flags: 0 } : undefined, x, port);
+            const v = a.verdict !== VERDICT_ALLOW ? a : b;
+            rows.set(`${x}|${port}`, { identity: x, port, value: v });
+          }
+        }
+        for (const r of rows.values()) {
+          const key: PolicyKey = { set: id, identity: r.identity, port: r.port };
+          out.entries.set(policyEntryKey(key), { key, value: r.value });
+        }
+      }
+      out.dsts.set(ip, { set: id, ...((o?.flags ?? 0) | (n?.flags ?? 0) ? { flags: (o?.flags ?? 0) | (n?.flags ?? 0) } : {}) });
+    }
+    return out;
   }
 
   private applyIdentities(desired: DesiredState, report: ApplyReport): void {
