@@ -20,9 +20,6 @@ export interface NetnsView {
 }
 
 export class NetnsScanner {
-  /** netns inode -> what was read from it (a namespace's cookie never changes; its addresses may). */
-  private readonly cache = new Map<bigint, { cookie: bigint; addrs: string[] }>();
-
   constructor(private readonly cgroupPath: string) {}
 
   /** Every network namespace a process below the meshed cgroup is in. */
@@ -44,13 +41,11 @@ export class NetnsScanner {
         const info = bpf.netnsInfo(nsPath);
         // Loopback and link-local included: they belong to no workload and match nothing.
         const addrs = info.addrs.map((a) => canonicalIp(a.replace(/%.*$/, ''))).filter((a): a is string => a !== undefined);
-        this.cache.set(ino, { cookie: info.cookie, addrs });
         view.byCookie.set(info.cookie, addrs);
       } catch (e) {
         if ((e as { code?: string }).code !== 'ENOENT') view.errors.push(`${nsPath}: ${(e as Error).message}`);
       }
     }
-    for (const ino of [...this.cache.keys()]) if (!seen.has(ino)) this.cache.delete(ino);
     return view;
   }
 }

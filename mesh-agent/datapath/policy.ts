@@ -149,7 +149,7 @@ export function policyEntryKey(k: PolicyKey): string {
 }
 
 /** One policy set before it has an id: its rows, keyed `${identity}|${port}`. */
-interface SetRows {
+export interface SetRows {
   rows: Map<string, { identity: number; port: number; value: PolicyValue }>;
   flags: number;
 }

@@ -46,14 +46,11 @@ import { mapFullError, TypedMap } from './maps';
 import { buildSlots, DEFAULT_MAX_SLOTS } from './slots';
 import * as fs from 'node:fs';
 import { identityTable, spiffeId } from '../../core/identity';
-import { CompiledPolicy, compilePolicies, L7Protection, lookupRows, policyEntryKey } from './policy';
+import { CompiledPolicy, compilePolicies, L7Protection, lookupRows, policyEntryKey, type SetRows } from './policy';
 import { matchNamespaces } from './netns';
 
 /** SM_SVC_F_L7 in bpf/include/sockmesh_types.h */
 export const SVC_F_L7 = 1;
-
-/** Rows of one policy set, keyed `${identity}|${port}` (policy.ts SetRows). */
-type SetRowsView = Map<string, { identity: number; port: number; value: PolicyValue }>;
 
 export interface DesiredService {
   key: SvcKey;
@@ -670,11 +667,11 @@ export class Reconciler {
   /** The new tables, with each identity in `replaced` judged by the old and the new rows at once. */
   private transitionPolicy(next: CompiledPolicy, replaced: Set<number>): CompiledPolicy {
     const rowsOf = (entries: Iterable<{ key: PolicyKey; value: PolicyValue }>) => {
-      const bySet = new Map<number, SetRowsView>();
+      const bySet = new Map<number, SetRows>();
       for (const e of entries) {
-        const m = bySet.get(e.key.set) ?? new Map();
-        m.set(`${e.key.identity}|${e.key.port}`, { identity: e.key.identity, port: e.key.port, value: e.value });
-        bySet.set(e.key.set, m);
+        const set = bySet.get(e.key.set) ?? { rows: new Map(), flags: 0 };
+        set.rows.set(`${e.key.identity}|${e.key.port}`, { identity: e.key.identity, port: e.key.port, value: e.value });
+        bySet.set(e.key.set, set);
       }
       return bySet;
     };
@@ -696,15 +693,15 @@ export class Reconciler {
         const or = o ? oldRows.get(o.set) : undefined;
         const nr = n ? newRows.get(n.set) : undefined;
         // Start from the new rows (or the old ones for a destination that loses its policies).
-        const rows = new Map(nr ?? or ?? [['0|0', { identity: 0, port: 0, value: { verdict: VERDICT_ALLOW, rule: 0 } }]]);
+        const rows = new Map(nr?.rows ?? or?.rows ?? [['0|0', { identity: 0, port: 0, value: { verdict: VERDICT_ALLOW, rule: 0 } }]]);
         // Ports with HTTP rules in either stay closed to all but the proxy.
-        for (const r of or?.values() ?? []) if (r.identity === IDENTITY_L7_PORTS) rows.set(`${r.identity}|${r.port}`, r);
+        for (const r of or?.rows.values() ?? []) if (r.identity === IDENTITY_L7_PORTS) rows.set(`${r.identity}|${r.port}`, r);
         const ports = new Set<number>([0]);
-        for (const r of [...(or?.values() ?? []), ...(nr?.values() ?? [])]) ports.add(r.port);
+        for (const r of [...(or?.rows.values() ?? []), ...(nr?.rows.values() ?? [])]) ports.add(r.port);
         for (const x of replaced) {
           for (const port of ports) {
-            const a = lookupRows(or ? { rows: or, flags: 0 } : undefined, x, port);
-            const b = lookupRows(nr ? { rows: nr, flags: 0 } : undefined, x, port);
+            const a = lookupRows(or, x, port);
+            const b = lookupRows(nr, x, port);
             const v = a.verdict !== VERDICT_ALLOW ? a : b;
             rows.set(`${x}|${port}`, { identity: x, port, value: v });
           }
