@@ -517,9 +517,19 @@ export const identityName = codec<{ sha256: Buffer }>(
   (r) => ({ sha256: Buffer.from(r.sha256 as Buffer) }),
 );
 
+// --- sm_l7_ready: struct sm_svc_key / sm_l7_ready_value --------------------------------------
+export const l7ReadyValue = codec<{ version: number }>(
+  'sm_l7_ready_value',
+  4,
+  [['version', 'u32']],
+  (v) => ({ version: v.version }),
+  (r) => ({ version: r.version as number }),
+);
+
 /** All codecs, for the BTF layout check. */
 export const ALL_CODECS: ReadonlyArray<StructCodec<never>> = [
   svcKey,
+  l7ReadyValue,
   svcValue,
   slotKey,
   backend,

@@ -24,6 +24,7 @@ export type MapName =
   | 'sm_counters'
   | 'sm_config'
   | 'sm_steer'
+  | 'sm_l7_ready'
   | 'sm_ip_identity'
   | 'sm_cgroup_identity'
   | 'sm_identities'
@@ -43,6 +44,7 @@ export const MAP_NAMES: readonly MapName[] = [
   'sm_counters',
   'sm_config',
   'sm_steer',
+  'sm_l7_ready',
   'sm_ip_identity',
   'sm_cgroup_identity',
   'sm_identities',
@@ -61,6 +63,7 @@ export const SIZABLE_MAPS: readonly MapName[] = [
   'sm_sockhash',
   'sm_udp_flows',
   'sm_steer',
+  'sm_l7_ready',
   'sm_ip_identity',
   'sm_cgroup_identity',
   'sm_identities',

@@ -82,9 +82,10 @@ export function serveControl(
 
 /**
  * Agent side: keeps the latest config and delivers it whenever the proxy is (re)connected.
- * Emits 'reply' with each answer.
+ * Emits 'reply' with each answer, and 'down' when a connected proxy goes away (whatever it had
+ * acknowledged is then gone with it).
  */
-export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hello: [ProxyHello]; error: [Error] }> {
+export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hello: [ProxyHello]; error: [Error]; down: [] }> {
   private sock?: net.Socket;
   private latest?: ProxyConfigMessage;
   private timer?: NodeJS.Timeout;
@@ -114,7 +115,9 @@ export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hell
     });
     sock.on('error', (e) => this.emit('error', e));
     sock.on('close', () => {
+      const wasUp = this.sock === sock;
       this.sock = undefined;
+      if (wasUp && !this.closed) this.emit('down');
       if (!this.closed) {
         this.timer = setTimeout(() => this.connect(), this.retryMs);
         this.timer.unref();

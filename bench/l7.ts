@@ -374,7 +374,7 @@ export async function runL7(opts: L7Options & ScenarioOptions): Promise<Scenario
       });
       const proxyCgroup = fs.statSync(proxyPod.cgroupPath, { bigint: true }).ino;
       const deadline = Date.now() + 20_000;
-      while (!(proxyErr.includes('"policies applied"') && agent.datapath.proxyConfig()?.proxyCgroupId === proxyCgroup)) {
+      while (!(proxyErr.includes('"policies applied"') && agent.datapath.proxyConfig()?.proxyCgroupId === proxyCgroup && agent.proxySteering().size > 0)) {
         if (proxy.exitCode !== null || proxy.signalCode !== null) throw new Error(`sockmesh proxy exited (${proxy.exitCode ?? proxy.signalCode}): ${proxyErr}`);
         if (Date.now() > deadline) throw new Error(`sockmesh proxy: no "policies applied" / cgroup exemption within 20 s: ${proxyErr}`);
         await new Promise((r) => setTimeout(r, 50));

@@ -311,7 +311,7 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
       let err = '';
       proxy.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-8000)));
       const cg = fs.statSync(proxyPod.cgroupPath, { bigint: true }).ino;
-      for (let i = 0; i < 300 && !(err.includes('"policies applied"') && agent.datapath.proxyConfig()?.proxyCgroupId === cg); i++) {
+      for (let i = 0; i < 300 && !(err.includes('"policies applied"') && agent.datapath.proxyConfig()?.proxyCgroupId === cg && agent.proxySteering().size > 0); i++) {
         if (proxy.exitCode !== null) break;
         await new Promise((r) => setTimeout(r, 50));
       }

@@ -36,7 +36,8 @@ enum sm_steer {
  * The caller's L4 policy is judged here, before any byte moves (SM_STEER_DENY): against the VIP's
  * own policy set, which the agent writes as the conjunction of the sets of every backend of the
  * service (a client is let through only if each backend the proxy may pick would let it in).
- * Fail closed: without a proxy of the VIP's family (SM_STEER_REFUSE), or without the socket state
+ * Fail closed: without a proxy of the VIP's family, or before the proxy has acknowledged the
+ * destination's rules (SM_STEER_REFUSE both), or without the socket state
  * that tells the proxy where the connection was going (SM_STEER_ERROR), the HTTP rules could not
  * be applied, so the connect is refused rather than sent to a backend unjudged.
  */
@@ -45,6 +46,7 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 {
 	struct sm_policy_dst *pd;
 	struct sm_sock_state *st;
+	struct sm_svc_key rk;
 	struct sm_config *cfg;
 	struct bpf_sock *sk;
 	__u32 zero = 0;
@@ -64,6 +66,17 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 	if (!sm_l4_allows(ctx, pd, vip->port))
 		return SM_STEER_DENY;
 	if (!(cfg->flags & (vip->family == SM_AF_INET ? SM_CFG_F_PROXY4 : SM_CFG_F_PROXY6)))
+		return SM_STEER_REFUSE;
+	/* Only once the proxy has acknowledged this destination's rules (sm_l7_ready). */
+	__builtin_memset(&rk, 0, sizeof(rk));
+	rk.addr[0] = vip->addr[0];
+	rk.addr[1] = vip->addr[1];
+	rk.addr[2] = vip->addr[2];
+	rk.addr[3] = vip->addr[3];
+	rk.port = vip->port;
+	rk.proto = IPPROTO_TCP;
+	rk.family = vip->family;
+	if (!bpf_map_lookup_elem(&sm_l7_ready, &rk))
 		return SM_STEER_REFUSE;
 	sk = ctx->sk;
 	if (!sk)

@@ -15,6 +15,7 @@ import {
   Backend,
   backend as backendCodec,
   cgroupId,
+  l7ReadyValue,
   IPPROTO_TCP,
   IPPROTO_UDP,
   ipKey,
@@ -203,6 +204,12 @@ function redirectOf(
   return { redirected: false, path: `normal TCP path (${why} a local meshed pod)` };
 }
 
+/** Is ip:port (TCP) in sm_l7_ready, i.e. has the proxy acknowledged its rules? */
+function l7Acknowledged(dp: Datapath, ip: string, port: number): boolean {
+  const m = dp.maps.sm_l7_ready;
+  return !!m && new TypedMap(m, svcKey, l7ReadyValue).get({ ip, port, proto: IPPROTO_TCP }) !== null;
+}
+
 export function trace(dp: Datapath, q: TraceQuery): TraceResult {
   const from = canonical(q.from);
   const to = { ip: canonical(q.to.ip), port: q.to.port };
@@ -281,8 +288,9 @@ export function trace(dp: Datapath, q: TraceQuery): TraceResult {
   else if (proto !== IPPROTO_TCP) res.l7.reason = 'SM_SVC_F_L7, but only TCP is steered';
   else if (!proxyIp) {
     res.l7.reason = `SM_SVC_F_L7, but no IPv${fam === 2 ? 4 : 6} L7 proxy is configured in sm_config: refused (fail closed; the HTTP rules could not be applied)`;
-  }
-  else {
+  } else if (!l7Acknowledged(dp, to.ip, to.port)) {
+    res.l7.reason = `SM_SVC_F_L7, but the L7 proxy has not acknowledged this destination's rules (not in sm_l7_ready): refused (fail closed) until it does`;
+  } else {
     res.l7.steered = true;
     res.l7.reason = `SM_SVC_F_L7: steered to the L7 proxy ${res.l7.proxy}, which applies the HTTP rules and connects to a backend below (connects from the proxy's own cgroup are not steered)`;
     // sm_steer_to_proxy(): the client is judged first, against the VIP's own set (the agent writes
@@ -310,6 +318,9 @@ export function trace(dp: Datapath, q: TraceQuery): TraceResult {
   if (hasL7 && proto === IPPROTO_TCP && !proxyIp) {
     res.outcome = 'refused_no_l7_proxy';
     res.summary = `service ${res.query.to}/${res.query.proto} (svc id ${svc.svcId}) has HTTP rules but no IPv${fam === 2 ? 4 : 6} L7 proxy is configured: connect() fails with ECONNREFUSED (connect_no_backend), never reaching a backend unjudged`;
+  } else if (hasL7 && proto === IPPROTO_TCP && !res.l7.steered) {
+    res.outcome = 'refused_no_l7_proxy';
+    res.summary = `service ${res.query.to}/${res.query.proto} (svc id ${svc.svcId}) has HTTP rules the L7 proxy has not acknowledged yet: connect() fails with ECONNREFUSED (connect_no_backend) until it does`;
   } else if (res.l7.steered && res.l7.clientPolicy?.verdict === 'deny') {
     res.outcome = 'refused_policy';
     res.summary = `service ${res.query.to}/${res.query.proto} (svc id ${svc.svcId}) has HTTP rules, and the service's L4 policy refuses this client: ${res.l7.clientPolicy.reason}`;

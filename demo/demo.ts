@@ -204,6 +204,7 @@ async function main(): Promise<void> {
     // container), seeing the host's /sys/fs/bpf.
     say(`$ sockmesh proxy --listen ${proxyPod.ipv4}:15001 --bpffs ${bpffs} --control ${control}   (in pod "proxy")`);
     const proxyKnown = waitLog(agent, 'proxy connected', (j) => `agent learned the proxy's cgroup (${j.cgroupId}): its own upstream connects are not steered`);
+    const steering = waitLog(agent, 'proxy applied policies', (j) => `agent turned steering on for ${j.steered} destination(s) once the proxy acknowledged their rules`);
     proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${proxyPod.ipv4}:15001`, '--bpffs', bpffs, '--control', control], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -211,6 +212,7 @@ async function main(): Promise<void> {
       proxyKnown,
       waitLog(proxy, 'policies applied', (j) => `proxy applied HTTP policies for ${j.destinations} destination(s) from the agent`),
     ]);
+    await steering;
 
     let c0 = counters(bpffs);
     heading(`TCP: 300 connections from frontend to ${VIP}:80 (weights web-1:1, web-2:2, web-3 unhealthy)`);

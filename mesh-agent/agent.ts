@@ -16,6 +16,7 @@ import { NetnsScanner } from './datapath/netns';
 import { spiffeId } from '../core/identity';
 import * as fs from 'node:fs';
 import { ProxyControlClient } from '../abi/proxy-control';
+import { L7Readiness } from './datapath/l7-ready';
 import { acquireAgentLock } from './lock';
 import { createLogger, Logger } from '../core/log';
 import { AgentMetrics, xdsEventsOf, xdsStateOf } from './metrics';
@@ -84,6 +85,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private releaseLock?: () => void;
   private retryTimer?: NodeJS.Timeout;
   private proxyControl?: ProxyControlClient;
+  private l7Ready?: L7Readiness;
   /** How many L7 policies the last "no proxy" warning was about (warn again when that changes). */
   private warnedNoProxy = 0;
   private lastProxyConfig = '';
@@ -173,11 +175,21 @@ export class Agent extends EventEmitter<AgentEvents> {
     return report;
   }
 
+  /**
+   * Destinations the kernel steers to the L7 proxy now ("ip|port" -> version of the table the
+   * proxy acknowledged them in); empty without a proxy or before its first answer.
+   */
+  proxySteering(): Map<string, number> {
+    return this.l7Ready?.current() ?? new Map();
+  }
+
   private setUpProxy(): void {
     const p = this.opts.proxy;
+    this.l7Ready = new L7Readiness(this.dp!);
     if (!p) {
       // No proxy: connects to services with HTTP rules are refused in the kernel (fail closed).
       this.dp!.configureProxy(null);
+      this.l7Ready.clear();
       return;
     }
     // ::ffff:a.b.c.d is IPv4 (core/ip.ts).
@@ -196,9 +208,23 @@ export class Agent extends EventEmitter<AgentEvents> {
       configure(BigInt(h.cgroupId));
     });
     this.proxyControl.on('error', (e) => this.log.debug('proxy control channel', { error: e.message }));
+    // Steering for a destination starts only once the proxy has acknowledged its rules, and stops
+    // for all of them when the proxy goes away (l7-ready.ts): until then such connects are refused.
+    this.proxyControl.on('down', () => {
+      this.l7Ready!.clear();
+      this.log.warn('proxy control channel closed: connects that need the L7 proxy are refused until a proxy acknowledges its policies');
+    });
     this.proxyControl.on('reply', (r) => {
-      if (r.ok) this.log.info('proxy applied policies', { version: r.version });
-      else this.log.error('proxy rejected policies; it keeps the previous ones', { version: r.version, error: r.error });
+      if (!r.ok) {
+        this.log.error('proxy rejected policies; it keeps the previous ones, and new destinations stay refused', { version: r.version, error: r.error });
+        return;
+      }
+      try {
+        const added = this.l7Ready!.acked(r.version);
+        this.log.info('proxy applied policies', { version: r.version, steered: this.l7Ready!.size, added });
+      } catch (e) {
+        this.log.error('proxy applied policies, but steering could not be enabled for all of them (they stay refused)', { version: r.version, error: (e as Error).message });
+      }
     });
   }
 
@@ -239,7 +265,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       const json = JSON.stringify(msg);
       if (json !== this.lastProxyConfig) {
         this.lastProxyConfig = json;
-        this.proxyControl.send(msg);
+        const version = this.proxyControl.send(msg);
+        // Destinations this config dropped stop being steered now; new ones wait for the answer.
+        this.l7Ready!.applied(desired.proxyDestinations, version);
       }
     }
     const doneAt = process.hrtime.bigint();

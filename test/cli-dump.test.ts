@@ -16,6 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Agent } from '../mesh-agent/agent';
 import { Datapath } from '../mesh-agent/datapath/datapath';
+import { L7Readiness } from '../mesh-agent/datapath/l7-ready';
 import type { Logger } from '../core/log';
 import { identityTable, spiffeId } from '../core/identity';
 import type { Model, Workload } from '../core/model';
@@ -308,6 +309,18 @@ describe('[kernel] sockmesh dump / trace / config-dump on a real datapath', kern
   });
 
   test('trace: L7 steering, another node, no backend, UDP, not a service', async () => {
+    // No proxy ever answered this agent: the destination is not steered but refused.
+    const unacked = await json(['trace', '--from', ip('client'), '--to', `${VIP}:80`]);
+    assert.equal(unacked.outcome, 'refused_no_l7_proxy');
+    assert.equal(unacked.l7.steered, false);
+    assert.match(unacked.l7.reason, /has not acknowledged this destination's rules/);
+    // As if the proxy had acknowledged the table.
+    const dp = Datapath.openPinned(bpffs);
+    try {
+      L7Readiness.set(dp, [{ destination: { ip: VIP, port: 80 }, filters: [] }]);
+    } finally {
+      dp.close();
+    }
     const l7 = await json(['trace', '--from', ip('client'), '--to', `${VIP}:80`]);
     assert.equal(l7.outcome, 'steered_to_l7_proxy');
     assert.deepEqual([l7.l7.serviceHasL7, l7.l7.steered, l7.l7.proxy], [true, true, `${PROXY.host}:${PROXY.port}`]);

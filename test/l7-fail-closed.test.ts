@@ -1,13 +1,15 @@
 // HTTP rules are never walked around by the kernel's own choices: a connect to a service with HTTP
-// rules that cannot go to the L7 proxy (no proxy configured, or none of the VIP's family) is
-// refused with ECONNREFUSED instead of being sent to a backend unjudged. (Other ways around the
-// proxy, such as the backend's pod IP, are the open part of the authorization issue.)
+// rules that cannot go to the L7 proxy (no proxy configured, none of the VIP's family, or a proxy
+// that has not acknowledged the destination's rules) is refused with ECONNREFUSED instead of being
+// sent to a backend unjudged. (Ways around the proxy, such as the backend's pod IP:
+// dest-authz.test.ts.)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Datapath } from '../mesh-agent/datapath/datapath';
-import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
+import { desiredState, Reconciler, type DesiredState } from '../mesh-agent/datapath/reconciler';
+import { L7Readiness } from '../mesh-agent/datapath/l7-ready';
 import type { Model } from '../core/model';
 import { Sandbox } from '../sandbox/sandbox';
 import { kernelSkip } from './kernel';
@@ -20,6 +22,7 @@ const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
   let sb: Sandbox;
   let dp: Datapath;
+  let desired: DesiredState;
 
   const model = (): Model => {
     const p = (n: string) => sb.pod(n);
@@ -67,7 +70,10 @@ describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
     rec.adopt();
     // The client plays the proxy in the last test: its addresses are the proxy's (SM_EP_F_PROXY).
     const proxies = [sb.pod('client').ipv4, sb.pod('client').ipv6!];
-    assert.deepEqual(rec.apply(desiredState(model(), 'node1', { proxies })).errors, []);
+    desired = desiredState(model(), 'node1', { proxies });
+    assert.deepEqual(rec.apply(desired).errors, []);
+    // The proxy stand-in needs no table: every destination counts as acknowledged.
+    L7Readiness.set(dp, desired.proxyDestinations);
   });
 
   after(async () => {
@@ -112,5 +118,44 @@ describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
     assert.deepEqual([d.steered, d.refused], [0, 0]);
     // ...also for the family it has no proxy address of: exempt means translated, not refused.
     assert.deepEqual((await delta(`[${VIP6}]:80`)).r.ids, { web: 1 });
+  });
+
+  test('steering waits for the proxy to acknowledge a destination, and stops when the proxy goes away', async () => {
+    dp.configureProxy({ proxyCgroupId: 0n, proxy4: sb.pod('proxy').ipv4, proxy6: sb.pod('proxy').ipv6!, proxyPort: 15001 });
+    const ready = new L7Readiness(dp);
+    const dests = desired.proxyDestinations;
+    const vip = dests.find((d) => d.destination.ip === VIP4)!;
+    const others = dests.filter((d) => d !== vip);
+    try {
+      // The proxy went away: nothing is steered, every connect that needs it is refused.
+      ready.clear();
+      for (const target of [`${VIP4}:80`, `[${VIP6}]:80`, `${sb.pod('web').ipv4}:8080`]) {
+        const d = await delta(target);
+        assert.deepEqual(d.r.errors, { ECONNREFUSED: 1 }, `${target}: ${JSON.stringify(d.r)}`);
+        assert.deepEqual([d.steered, d.refused], [0, 1], target);
+      }
+      // Table 7 (every destination) sent: still refused until the proxy answers it.
+      ready.applied(dests, 7);
+      assert.deepEqual((await delta(`${VIP4}:80`)).r.errors, { ECONNREFUSED: 1 });
+      // Table 8 drops the IPv4 VIP before 7 is answered: the late answer to 7 brings back only
+      // what 8 still has.
+      ready.applied(others, 8);
+      assert.equal(ready.acked(7), others.length);
+      assert.deepEqual((await delta(`${VIP4}:80`)).r.errors, { ECONNREFUSED: 1 }, 'dropped by table 8');
+      const v6 = await delta(`[${VIP6}]:80`);
+      assert.deepEqual(v6.r.ids, { proxy: 1 }, JSON.stringify(v6.r));
+      assert.equal(v6.steered, 1);
+      // Table 9 brings it back; answered, it is steered again.
+      ready.applied(dests, 9);
+      assert.deepEqual((await delta(`${VIP4}:80`)).r.errors, { ECONNREFUSED: 1 }, 'not answered yet');
+      assert.equal(ready.acked(9), 1);
+      assert.deepEqual((await delta(`${VIP4}:80`)).r.ids, { proxy: 1 });
+      // A proxy that reconnects is sent table 9 again; its answer counts again after a clear.
+      ready.clear();
+      assert.equal(ready.acked(9), dests.length);
+      assert.equal(ready.size, dests.length);
+    } finally {
+      L7Readiness.set(dp, dests);
+    }
   });
 });

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Agent } from '../mesh-agent/agent';
 import { Datapath } from '../mesh-agent/datapath/datapath';
+import { L7Readiness } from '../mesh-agent/datapath/l7-ready';
 import { createLogger } from '../core/log';
 import type { Model } from '../core/model';
 import { StaticSource } from '../mesh-agent/sources/source';
@@ -154,6 +155,8 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     const ready = unreachable ? '"proxy running"' : '"policies applied"';
     await waitUntil(() => proxyErr.includes(ready), 10_000, 50);
     assert.ok(proxyErr.includes(ready), proxyErr);
+    // The kernel steers to the proxy once the agent has its answer (sm_l7_ready).
+    if (!unreachable) assert.ok(await waitUntil(() => agent.proxySteering().size > 0, 10_000, 20), 'the agent never enabled steering');
   }
 
   async function stopProxy(): Promise<void> {
@@ -234,10 +237,26 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     assert.equal(await settled(), requests, 'the proxy saw a request for a service without HTTP rules');
   });
 
-  test('a proxy that has no policy table refuses every steered request with 503, allowed paths too', async () => {
+  test('a proxy that has not acknowledged a table gets no connection; one reached anyway answers 503', async () => {
+    const acked = agent.proxySteering();
+    assert.ok(acked.has(`${VIP_HTTP}|80`), JSON.stringify([...acked]));
     await stopProxy();
     await startProxy(true);
     try {
+      // The agent saw its proxy go and the new one never answered: the kernel refuses the connect.
+      assert.ok(await waitUntil(() => agent.proxySteering().size === 0, 10_000, 20), 'steering still on');
+      const c0 = counters();
+      const refused = await http('client', `${VIP_HTTP}:80`, '/hello');
+      assert.equal(refused.err, 'ECONNREFUSED', JSON.stringify(refused));
+      assert.equal(counters().l7_steered - c0.l7_steered, 0n);
+      // Steering left on from before (an agent restarted while the proxy did): the proxy itself
+      // refuses every request without a table, allowed paths too.
+      const dp = Datapath.openPinned(bpffs);
+      try {
+        L7Readiness.set(dp, [...acked.keys()].map((k) => ({ destination: { ip: k.split('|')[0], port: Number(k.split('|')[1]) }, filters: [] })));
+      } finally {
+        dp.close();
+      }
       for (const p of ['/hello', '/deny/admin']) {
         const r = await http('client', `${VIP_HTTP}:80`, p);
         assert.equal(r.status, 503, `${p}: ${JSON.stringify(r)}`);
@@ -252,8 +271,8 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
 
   test('the proxy restarted under a request loop: no request is answered without its policy', async () => {
     // A denied path, asked for again and again while the proxy is killed and started anew: every
-    // answer is the policy's 403, or 503 from a proxy that has no table yet, or a refused or reset
-    // connection while none listens; never the backend's 200.
+    // answer is the policy's 403, or a connect the kernel refuses until the new proxy has answered
+    // the agent's table (or reset while the old one dies); never the backend's 200.
     const loop = sb.podtool('client', ['http', '--target', `${VIP_HTTP}:80`, '--path', '/deny/admin', '--duration-ms', String(scaled(4000)), '--interval-ms', '10'], {
       timeoutMs: 60_000,
     });

@@ -121,7 +121,10 @@ static __always_inline void sm_flow_key_fill(struct sm_flow_key *k, __u64 cookie
 	k->family = family;
 }
 
-/* LRU: entries outlive their connections; the key (client ip:port) is reused only after TIME_WAIT. */
+/*
+ * LRU: sockops deletes an entry when its client socket closes and the proxy consumes it; the LRU
+ * only bounds what a burst of connections the proxy has not read yet can hold.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -129,6 +132,21 @@ struct {
 	__type(value, struct sm_steer_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_steer SEC(".maps");
+
+/*
+ * Destinations (VIP or backend ip:port, TCP) whose HTTP rules the node's proxy has acknowledged:
+ * a connect is steered to the proxy only for a destination listed here, and refused otherwise
+ * (ECONNREFUSED). The agent adds a destination once the proxy answers ok to a table holding it,
+ * removes it when the rules go away, and empties the map when the proxy's control channel drops.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_svc_key);
+	__type(value, struct sm_l7_ready_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_l7_ready SEC(".maps");
 
 /* Identity of every known workload IP, cluster-wide (the source of inbound connections). */
 struct {

@@ -32,6 +32,11 @@ struct sm_svc_key {
 	__u8 family; /* SM_AF_INET or SM_AF_INET6 */
 };
 
+/* Value of sm_l7_ready: the version of the proxy's table that acknowledged the destination. */
+struct sm_l7_ready_value {
+	__u32 version;
+};
+
 /* Service flags (sm_svc_value.flags). */
 #define SM_SVC_F_NONE 0u
 #define SM_SVC_F_L7 1u /* HTTP rules apply: TCP connects are steered to the node's L7 proxy */
