@@ -11,7 +11,7 @@ import { DatapathError } from '../core/errors';
 
 export const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/sockmesh';
 
-export const OBJECTS = ['sock_lb.bpf.o', 'sock_redir.bpf.o', 'skb_policy.bpf.o'] as const;
+export const OBJECTS = ['sock_lb.bpf.o', 'sock_redir.bpf.o', 'skb_policy.bpf.o', 'sock_create.bpf.o'] as const;
 
 export type MapName =
   | 'sm_services'

@@ -11,10 +11,12 @@ if [ ! -f "$addon" ] || [ -n "$(find native/src native/binding.gyp -newer "$addo
   bash native/build.sh --silent
 fi
 
-# Test tools that need what Node cannot do (raw sockets).
+# Test tools that need what Node cannot do (raw, SCTP and UDP-Lite sockets).
 mkdir -p build/tools
-if [ ! -f build/tools/rawsyn ] || [ sandbox/tools/rawsyn.c -nt build/tools/rawsyn ]; then
-  gcc -O2 -Wall -Werror -o build/tools/rawsyn sandbox/tools/rawsyn.c
-fi
+for tool in rawsyn mksock; do
+  if [ ! -f "build/tools/$tool" ] || [ "sandbox/tools/$tool.c" -nt "build/tools/$tool" ]; then
+    gcc -O2 -Wall -Werror -o "build/tools/$tool" "sandbox/tools/$tool.c"
+  fi
+done
 
 node_modules/.bin/tsc -p tsconfig.json

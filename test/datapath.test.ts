@@ -345,7 +345,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     const applied2 = await waitFor(l2, 'applied config');
     assert.deepEqual([applied2.added, applied2.updated, applied2.removed, applied2.slotsWritten], [0, 0, 0, 0]);
     const progs = l2.filter((l) => l.msg === 'program');
-    assert.equal(progs.length, 11);
+    assert.equal(progs.length, 12);
     assert.deepEqual(progs.filter((l) => l.outcome !== 'adopted'), [], 'programs re-attached instead of adopted');
     // A second agent on the same datapath is refused while this one runs.
     const dup = spawnSync(SOCKMESH, ['agent', '--config', cfgPath, '--cgroup', sb.node('node1').cgroupPath, '--bpffs', bpffs, '--admin', 'none'], {
@@ -363,7 +363,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
     ) as Array<{ attach_type: string }>;
     const types = shown.map((s) => s.attach_type).sort();
     assert.equal(new Set(types).size, types.length, `attached twice: ${types.join(',')}`);
-    assert.equal(types.length, 10);
+    assert.equal(types.length, 11);
 
     a2.kill('SIGTERM');
     await new Promise((r) => a2.once('exit', r));
@@ -371,7 +371,7 @@ describe('[kernel] L4 datapath in a sandbox', kernelSkip(), () => {
 
   test('`sockmesh status` shows programs, map usage and counters (table and --json)', () => {
     const j = JSON.parse(execFileSync(SOCKMESH, ['status', '--bpffs', bpffs, '--json'], { encoding: 'utf8' }));
-    assert.equal(j.programs.length, 11);
+    assert.equal(j.programs.length, 12);
     const svc = j.maps.find((m: any) => m.name === 'sm_services');
     // web: 3 ports x 2 VIPs, empty 1, remote 2, flip 1
     assert.equal(svc.entries, 10);

@@ -24,6 +24,7 @@ const VIP6 = 'fd53:6f63:6b99::80';
 const SIDE4 = '198.19.0.81'; // a second service onto the same pod port, without HTTP rules
 const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 const RAWSYN = path.resolve(__dirname, '..', '..', 'build', 'tools', 'rawsyn');
+const MKSOCK = path.resolve(__dirname, '..', '..', 'build', 'tools', 'mksock');
 
 describe('[kernel] authorization at the destination: no way around the L7 proxy', kernelSkip(), () => {
   let sb: Sandbox;
@@ -219,7 +220,8 @@ describe('[kernel] authorization at the destination: no way around the L7 proxy'
 
   test('IPv6 extension headers are walked: a SYN behind a hop-by-hop header is judged like any other', async () => {
     const raw = async (pod: string, port: number, hbh: boolean) => {
-      const r = await sb.exec(pod, [RAWSYN, '--src', sb.pod(pod).ipv6!, '--dst', web().ipv6!, '--port', String(port), ...(hbh ? ['--hbh'] : []), '--timeout-ms', '1500']);
+      // A raw socket cannot be made inside the mesh (next test): this one is made outside it.
+      const r = await sb.exec(pod, [RAWSYN, '--src', sb.pod(pod).ipv6!, '--dst', web().ipv6!, '--port', String(port), ...(hbh ? ['--hbh'] : []), '--timeout-ms', '1500'], { outsideMesh: true });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       return JSON.parse(r.stdout.trim()).result as string;
     };
@@ -229,6 +231,31 @@ describe('[kernel] authorization at the destination: no way around the L7 proxy'
     const d = await counted(async () => [await raw('denied', 8081, true), await raw('client', 8080, true), await raw('client', 8080, false)]);
     assert.deepEqual(d.r, ['timeout', 'timeout', 'timeout'], 'denied identity / HTTP port, behind a hop-by-hop header or not');
     assert.ok(d.deniedIngress >= 3);
+  });
+
+  test('sockets no hook of ours can judge are not made inside the mesh: raw, SCTP, UDP-Lite, MPTCP', async () => {
+    const kinds = ['tcp4', 'tcp6', 'udp4', 'udp6', 'ping4', 'ping6', 'raw4', 'raw6', 'rawip4', 'sctp4', 'sctp6', 'sctpseq4', 'udplite4', 'udplite6', 'mptcp4'];
+    const made = async (outsideMesh: boolean) => {
+      const r = await sb.exec('denied', [MKSOCK, ...kinds], { outsideMesh });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      return new Map(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; ok: boolean; errno?: string }).map((j) => [j.kind, j]));
+    };
+    const inside = await made(false);
+    const out = await made(true);
+    // What the mesh judges is made as outside it (ping sockets as the namespace's ping_group_range says).
+    for (const k of ['tcp4', 'tcp6', 'udp4', 'udp6']) assert.equal(inside.get(k)!.ok, true, k);
+    for (const k of ['ping4', 'ping6']) assert.deepEqual(inside.get(k), out.get(k), k);
+    // The rest is refused with EPERM where the kernel could make it at all (SCTP needs its module).
+    let refused = 0;
+    for (const k of ['raw4', 'raw6', 'rawip4', 'sctp4', 'sctp6', 'sctpseq4', 'udplite4', 'udplite6', 'mptcp4']) {
+      if (!out.get(k)!.ok) {
+        assert.deepEqual(inside.get(k), out.get(k), `${k}: the kernel has no such socket; the same answer in the mesh`);
+        continue;
+      }
+      assert.deepEqual(inside.get(k), { kind: k, ok: false, errno: 'EPERM' }, k);
+      refused++;
+    }
+    assert.ok(refused >= 4, `only ${refused} kinds could be tried`); // raw ones at least
   });
 
   test('UDP is judged inbound: a socket made outside the mesh in a denied pod does not reach the pod', async () => {

@@ -58,7 +58,7 @@ export const HELPER_IDS = {
 } as const;
 
 type Helper = keyof typeof HELPER_IDS;
-type ProgKind = 'cgroup_sock_addr' | 'sock_ops' | 'sk_msg' | 'cgroup_skb' | 'sk_lookup' | 'xdp';
+type ProgKind = 'cgroup_sock_addr' | 'cgroup_sock' | 'sock_ops' | 'sk_msg' | 'cgroup_skb' | 'sk_lookup' | 'xdp';
 
 interface Spec {
   name: string;
@@ -83,6 +83,7 @@ function progType(k: ProgKind): number {
 /** Program types whose loads need an expected attach type. */
 function expectedAttach(k: ProgKind): number | undefined {
   if (k === 'cgroup_sock_addr') return C().BPF_CGROUP_INET4_CONNECT;
+  if (k === 'cgroup_sock') return C().BPF_CGROUP_INET_SOCK_CREATE;
   if (k === 'sk_lookup') return C().BPF_SK_LOOKUP;
   return undefined;
 }
@@ -120,6 +121,7 @@ const SPECS: Spec[] = [
   prog('sock_ops', 'socket events: same-node pairs into the sockhash, steering records', '4.13', true),
   prog('sk_msg', 'socket-to-socket redirection between same-node pods', '4.17', true),
   prog('cgroup_skb', 'inbound policy: TCP SYNs, UDP datagrams, ports with HTTP rules', '4.10', true),
+  prog('cgroup_sock', 'socket creation: raw sockets and transports no hook judges refused in the mesh', '4.10', true),
   map('SOCKHASH', 'the same-node socket table', '4.18', true),
   map('SK_STORAGE', 'per-socket state (sm_sock_state)', '5.2', true),
   map('ARRAY_OF_MAPS', 'the RCU grace-period write (sm_rcu_sync)', '4.12', true),
