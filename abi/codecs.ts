@@ -438,6 +438,8 @@ export const IDENTITY_UNRESOLVED = 0xfffffffe;
 export const PDST_F_L7 = 1;
 /** SM_EP_F_PROXY (sm_ip_identity flags): an L7 proxy's address, the only source let into such ports. */
 export const EP_F_PROXY = 1;
+/** SM_EP_F_PROBE: an address kubelet probes come from; TCP from it is let into local pods unjudged. */
+export const EP_F_PROBE = 2;
 
 export interface PolicyDst {
   set: number;

@@ -146,6 +146,9 @@ static __always_inline int sm_inbound(const struct sm_policy_dst *pd, const stru
 
 	sm_ip_key_fill(&k, p->src, p->family);
 	ep = bpf_map_lookup_elem(&sm_ip_identity, &k);
+	/* Kubelet probes: TCP from the node's own probe addresses is not judged. */
+	if (p->proto == IPPROTO_TCP && ep && (ep->flags & SM_EP_F_PROBE))
+		return 1;
 	/* HTTP rules are about TCP: UDP to the same port number is judged by L4 alone. */
 	if (p->proto == IPPROTO_TCP && sm_l7_port(pd, dst_port)) {
 		if (ep && (ep->flags & SM_EP_F_PROXY))

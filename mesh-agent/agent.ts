@@ -44,6 +44,12 @@ export interface AgentOptions extends DatapathSettings {
    * local port with HTTP rules accepts connections from these and from this node's proxy only.
    */
   peerProxies?: string[];
+  /**
+   * Where kubelet probes come from: node addresses, or `host` for every address of the agent's
+   * own network namespace (the node's, in the DaemonSet), read at each apply. TCP from these is let
+   * into local pods unjudged (SM_EP_F_PROBE), as ztunnel lets kubelet probes through. None by default.
+   */
+  probeSources?: string[];
   /** How often the network namespaces of the meshed cgroup are rescanned (default 2 s; see scanNetns). */
   netnsRescanMs?: number;
   log?: Logger;
@@ -244,7 +250,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       () => this.reconciler!.identitiesInUse(),
     );
     const netns = this.scanNetns(cfg);
-    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies, identities: numbered.ids, netns });
+    const probeSources = expandProbeSources(this.opts.probeSources ?? []);
+    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies, probeSources, identities: numbered.ids, netns });
     const warnings = desired.policy.warnings.join('\n');
     if (warnings !== this.lastPolicyWarnings) {
       this.lastPolicyWarnings = warnings;
@@ -399,4 +406,25 @@ function applySummary(r: ApplyReport, at: Date): Record<string, unknown> {
 
 function netnsKey(m: Map<bigint, string[]>): string {
   return JSON.stringify([...m].map(([c, a]) => [String(c), [...a].sort()]).sort());
+}
+
+/**
+ * `--probe-source` values as addresses: `host` is every address of this process's network
+ * namespace but loopback and link-local (where kubelet, on the host network, connects from).
+ */
+export function expandProbeSources(values: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const v of values) {
+    if (v !== 'host') {
+      out.add(v);
+      continue;
+    }
+    for (const addrs of Object.values(os.networkInterfaces())) {
+      for (const a of addrs ?? []) {
+        if (a.internal || a.address.startsWith('fe80:') || a.address.startsWith('169.254.')) continue;
+        out.add(a.address);
+      }
+    }
+  }
+  return [...out];
 }

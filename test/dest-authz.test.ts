@@ -29,6 +29,7 @@ const MKSOCK = path.resolve(__dirname, '..', '..', 'build', 'tools', 'mksock');
 describe('[kernel] authorization at the destination: no way around the L7 proxy', kernelSkip(), () => {
   let sb: Sandbox;
   let dp: Datapath;
+  let rec: Reconciler;
   const servers: ServerHandle[] = [];
 
   const model = (): Model => {
@@ -135,7 +136,7 @@ describe('[kernel] authorization at the destination: no way around the L7 proxy'
     // An IPv4 proxy only: the IPv6 VIP has no way to the rules.
     const proxyCg = fs.statSync(sb.pod('proxy').cgroupPath, { bigint: true }).ino;
     dp.configureProxy({ proxyCgroupId: proxyCg, proxy4: sb.pod('proxy').ipv4, proxyPort: 15001 });
-    const rec = new Reconciler(dp);
+    rec = new Reconciler(dp);
     rec.adopt();
     const proxies = [sb.pod('proxy').ipv4, sb.pod('proxy').ipv6!];
     const desired = desiredState(model(), 'node1', { proxies });
@@ -307,6 +308,23 @@ describe('[kernel] authorization at the destination: no way around the L7 proxy'
       steer.close();
       dp.configureProxy({ proxyCgroupId: proxyCg, proxy4: sb.pod('proxy').ipv4, proxyPort: 15001 });
     }
+  });
+
+  test("kubelet probes: TCP from a --probe-source address reaches every port unjudged, as ztunnel lets probes in; UDP from it does not", async () => {
+    // The unmeshed pod stands in for the node's address kubelet connects from.
+    const proxies = [sb.pod('proxy').ipv4, sb.pod('proxy').ipv6!];
+    const probe = async (target: string) => (await sb.podtool('outsider', ['ids', '--target', target, '--count', '1', '--connect-timeout-ms', '1500'])).last;
+    try {
+      assert.deepEqual(rec.apply(desiredState(model(), 'node1', { proxies, probeSources: [sb.pod('outsider').ipv4, sb.pod('outsider').ipv6!] })).errors, []);
+      // The port with HTTP rules and the one behind an ALLOW list that does not name it.
+      for (const target of [`${web().ipv4}:8080`, `[${web().ipv6}]:8080`, `${web().ipv4}:8081`]) assert.deepEqual((await probe(target)).ids, { web: 1 }, target);
+      const udp = (await sb.podtool('outsider', ['udp', '--target', `${web().ipv4}:5353`, '--count', '1', '--reply-timeout-ms', '1500'])).last;
+      assert.equal(udp.received, 0, JSON.stringify(udp));
+    } finally {
+      assert.deepEqual(rec.apply(desiredState(model(), 'node1', { proxies })).errors, []);
+    }
+    // Not a probe source any more: judged again.
+    assert.deepEqual((await probe(`${web().ipv4}:8081`)).errors, { ETIMEDOUT: 1 });
   });
 
   test('a meshed caller the agent cannot name is judged fail closed; a source outside the mesh as Istio judges plaintext', async () => {

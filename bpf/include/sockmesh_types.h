@@ -114,6 +114,12 @@ struct sm_local_ep {
  * the proxy judged the client's identity and its requests before it connected.
  */
 #define SM_EP_F_PROXY 1u
+/*
+ * SM_EP_F_PROBE: an address of the node itself that kubelet probes come from (`--probe-source`).
+ * A TCP SYN from it is let into every port of a local pod unjudged, as ztunnel lets kubelet
+ * probes through (Istio SNATs them to 169.254.7.127 and exempts that address in the pod).
+ */
+#define SM_EP_F_PROBE 2u
 
 /* sm_sockhash key: one TCP socket, seen from its own side. */
 struct sm_sock_key {

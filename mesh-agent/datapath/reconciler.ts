@@ -21,6 +21,7 @@ import {
   ipKey,
   IpKey,
   cgroupId,
+  EP_F_PROBE,
   EP_F_PROXY,
   IDENTITY_L7_PORTS,
   IDENTITY_UNRESOLVED,
@@ -118,6 +119,11 @@ export interface DesiredOptions {
   maxSlots?: number;
   /** Addresses of L7 proxies (this node's and peer nodes'): SM_EP_F_PROXY in sm_ip_identity. */
   proxies?: string[];
+  /**
+   * Addresses of this node that kubelet probes come from: SM_EP_F_PROBE in sm_ip_identity (TCP
+   * from them is let into local pods unjudged, as ztunnel lets probes through).
+   */
+  probeSources?: string[];
   /**
    * SPIFFE id -> identity number (the agent's pinned allocation); default: numbers derived from
    * this model alone (identityTable). A workload without a number is judged as unresolved.
@@ -260,6 +266,11 @@ export function desiredState(model: Model, nodeName: string | undefined, opts: D
   for (const text of opts.proxies ?? []) {
     const ip = canonicalIp(text);
     ipIdentities.set(ip, { identity: ipIdentities.get(ip)?.identity ?? 0, flags: EP_F_PROXY });
+  }
+  for (const text of opts.probeSources ?? []) {
+    const ip = canonicalIp(text);
+    const cur = ipIdentities.get(ip);
+    ipIdentities.set(ip, { identity: cur?.identity ?? 0, flags: (cur?.flags ?? 0) | EP_F_PROBE });
   }
   const policy = compilePolicies(model, l7, ids);
   policy.warnings.unshift(...warnings);
