@@ -80,12 +80,42 @@ export function serveControl(
   return server;
 }
 
+const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * One line from the proxy, checked field by field: a hello or a reply, or why it is neither. What
+ * a peer sends is never trusted to have the shape it should (a scalar, a missing field, a cgroup
+ * id that is not a u64 are all refused here, not where they are used).
+ */
+export function parseProxyLine(line: string): ProxyHello | ProxyReply | string {
+  let m: unknown;
+  try {
+    m = JSON.parse(line);
+  } catch {
+    return 'not JSON';
+  }
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return 'not a JSON object';
+  const o = m as Record<string, unknown>;
+  if (o.type === 'hello') {
+    if (typeof o.cgroupId !== 'string' || !/^[0-9]{1,20}$/.test(o.cgroupId) || BigInt(o.cgroupId) > U64_MAX || BigInt(o.cgroupId) === 0n) {
+      return 'hello without a valid cgroupId (a non-zero u64 as a decimal string)';
+    }
+    return { type: 'hello', cgroupId: o.cgroupId };
+  }
+  if (o.type !== undefined) return `unknown message type ${JSON.stringify(o.type).slice(0, 40)}`;
+  if (!Number.isSafeInteger(o.version) || (o.version as number) < 0) return 'reply without an integer version';
+  if (o.ok === true) return { ok: true, version: o.version as number };
+  if (o.ok === false) return { ok: false, version: o.version as number, error: typeof o.error === 'string' ? o.error.slice(0, 4096) : 'no reason given' };
+  return 'reply whose ok is not a boolean';
+}
+
 /**
  * Agent side: keeps the latest config and delivers it whenever the proxy is (re)connected.
- * Emits 'reply' with each answer, and 'down' when a connected proxy goes away (whatever it had
+ * Emits 'reply' with each answer, 'invalid' with the reason for a line that is neither a hello nor
+ * a reply (ignored), and 'down' when a connected proxy goes away (whatever it had
  * acknowledged is then gone with it).
  */
-export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hello: [ProxyHello]; error: [Error]; down: [] }> {
+export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hello: [ProxyHello]; error: [Error]; invalid: [string]; down: [] }> {
   private sock?: net.Socket;
   private latest?: ProxyConfigMessage;
   private timer?: NodeJS.Timeout;
@@ -104,14 +134,10 @@ export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hell
       if (this.latest) sock.write(JSON.stringify(this.latest) + '\n');
     });
     lines(sock, (l) => {
-      let m: ProxyReply | ProxyHello;
-      try {
-        m = JSON.parse(l) as ProxyReply | ProxyHello;
-      } catch {
-        return; // ignore garbage
-      }
-      if ('type' in m && m.type === 'hello') this.emit('hello', m);
-      else this.emit('reply', m as ProxyReply);
+      const m = parseProxyLine(l);
+      if (typeof m === 'string') this.emit('invalid', m);
+      else if ('type' in m) this.emit('hello', m);
+      else this.emit('reply', m);
     });
     sock.on('error', (e) => this.emit('error', e));
     sock.on('close', () => {

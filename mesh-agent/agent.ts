@@ -214,6 +214,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       configure(BigInt(h.cgroupId));
     });
     this.proxyControl.on('error', (e) => this.log.debug('proxy control channel', { error: e.message }));
+    this.proxyControl.on('invalid', (why) => this.log.warn('proxy control channel: a line from the proxy was ignored', { reason: why }));
     // Steering for a destination starts only once the proxy has acknowledged its rules, and stops
     // for all of them when the proxy goes away (l7-ready.ts): until then such connects are refused.
     this.proxyControl.on('down', () => {

@@ -1,0 +1,78 @@
+// The agent's end of the proxy control channel never trusts what the proxy sends: every line is
+// checked field by field, and a line that is not a hello or a reply is reported and ignored, with
+// the channel going on (a crash here would take the whole agent down).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseProxyLine, ProxyControlClient, type ProxyHello, type ProxyReply } from '../abi/proxy-control';
+
+const GARBAGE = [
+  '',
+  'null',
+  '5',
+  '"hello"',
+  'true',
+  '[]',
+  '[1,2]',
+  '{',
+  '{}',
+  '{"type":"hello"}',
+  '{"type":"hello","cgroupId":12}',
+  '{"type":"hello","cgroupId":"abc"}',
+  '{"type":"hello","cgroupId":"-1"}',
+  '{"type":"hello","cgroupId":"0"}',
+  '{"type":"hello","cgroupId":"18446744073709551616"}',
+  '{"type":"hello","cgroupId":"1e3"}',
+  '{"type":"config","version":1}',
+  '{"type":{"x":1}}',
+  '{"ok":true}',
+  '{"ok":true,"version":"1"}',
+  '{"ok":true,"version":1.5}',
+  '{"ok":true,"version":-1}',
+  '{"ok":"yes","version":1}',
+  '{"version":1}',
+  '{"__proto__":{"ok":true},"version":1}',
+];
+
+test('parseProxyLine: hellos and replies with the right fields, a reason for everything else', () => {
+  for (const g of GARBAGE) assert.equal(typeof parseProxyLine(g), 'string', g);
+  assert.deepEqual(parseProxyLine('{"type":"hello","cgroupId":"18446744073709551615"}'), { type: 'hello', cgroupId: '18446744073709551615' });
+  assert.deepEqual(parseProxyLine('{"ok":true,"version":3,"extra":1}'), { ok: true, version: 3 });
+  assert.deepEqual(parseProxyLine('{"ok":false,"version":4,"error":"bad rbac"}'), { ok: false, version: 4, error: 'bad rbac' });
+  assert.deepEqual(parseProxyLine('{"ok":false,"version":4,"error":7}'), { ok: false, version: 4, error: 'no reason given' });
+});
+
+test('ProxyControlClient: garbage from the proxy is reported and ignored; the next good line still counts', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sm-ctl-'));
+  const sockPath = path.join(dir, 'proxy.sock');
+  // A hostile "proxy": garbage (random bytes included) before a valid hello and reply.
+  const random = Array.from({ length: 50 }, (_, i) => Buffer.from(Array.from({ length: 1 + (i * 7) % 40 }, (_, j) => (i * 31 + j * 17) % 256)).toString('latin1').replace(/\n/g, ' '));
+  const server = net.createServer((s) => {
+    s.write([...GARBAGE, ...random].join('\n') + '\n');
+    s.write('{"type":"hello","cgroupId":"4242"}\n');
+    s.on('data', (d) => {
+      const v = JSON.parse(d.toString().split('\n')[0]).version;
+      s.write(`{"ok":true,"version":${v}}\n`);
+    });
+  });
+  await new Promise<void>((r) => server.listen(sockPath, r));
+  const client = new ProxyControlClient(sockPath, 50);
+  const invalid: string[] = [];
+  client.on('invalid', (why) => invalid.push(why));
+  client.on('error', () => undefined);
+  try {
+    const hello = new Promise<ProxyHello>((r) => client.once('hello', r));
+    const reply = new Promise<ProxyReply>((r) => client.once('reply', r));
+    const v = client.send({ l7: [], identities: [] });
+    assert.deepEqual(await hello, { type: 'hello', cgroupId: '4242' });
+    assert.deepEqual(await reply, { ok: true, version: v });
+    assert.ok(invalid.length >= GARBAGE.length, `${invalid.length} lines reported`);
+  } finally {
+    client.close();
+    server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
