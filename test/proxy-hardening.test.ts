@@ -270,3 +270,37 @@ test('HTTP/2: CONNECT, lower-case methods, Host differing from :authority, too m
     }
   });
 });
+
+test('HTTP/2: a body longer or shorter than its content-length resets that stream only; the proxy and the session live on', async () => {
+  await withProxy({}, async (port) => {
+    const s = http2.connect(`http://127.0.0.1:${port}`);
+    s.on('error', () => {});
+    const send = (headers: http2.OutgoingHttpHeaders, body: string) =>
+      new Promise<string>((resolve) => {
+        const r = s.request({ ':method': 'POST', ...headers });
+        r.on('response', (h) => resolve(String(h[':status'])));
+        r.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+        r.on('close', () => resolve(`closed ${r.rstCode}`));
+        r.end(body);
+      });
+    try {
+      for (const [cl, body] of [['5', 'hello world'], ['50', 'short'], ['0', 'x']] as const) {
+        const got = await send({ ':path': '/body', 'content-length': cl }, body);
+        assert.notEqual(got, '200', `content-length ${cl}, ${body.length} bytes: ${got}`);
+      }
+      // Another request on the same session, and on a new connection, is still judged (the
+      // policy's 403: this upstream speaks HTTP/1 only, so an allowed h2 request would get 502).
+      assert.equal(await send({ ':path': '/deny/after' }, 'ok'), '403');
+      const s2 = http2.connect(`http://127.0.0.1:${port}`);
+      s2.on('error', () => {});
+      const r = s2.request({ ':path': '/deny/fresh' });
+      const status = await new Promise((res) => r.on('response', (h) => res(h[':status'])));
+      r.resume();
+      r.end();
+      s2.close();
+      assert.equal(status, 403);
+    } finally {
+      s.close();
+    }
+  });
+});

@@ -72,13 +72,16 @@ export class H2Frontend {
   }
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
+    // First, before anything can return: a stream the client already broke (a body longer than its
+    // content-length, say) reaches us aborted, without its session, and errors next; an 'error'
+    // without a listener would take the whole proxy down.
+    stream.on('error', () => {});
     const conn = stream.session ? this.sessions.get(stream.session) : undefined;
     if (!conn) {
-      stream.close(NGHTTP2_REFUSED_STREAM);
+      if (!stream.destroyed) stream.close(NGHTTP2_REFUSED_STREAM);
       return;
     }
     conn.h2Streams++;
-    stream.on('error', () => {});
     const rec = this.core.record(conn, 'HTTP/2');
     stream.once('close', () => {
       conn.h2Streams--;
