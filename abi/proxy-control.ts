@@ -76,7 +76,14 @@ export function serveControl(
     });
     sock.on('error', () => undefined);
   });
-  server.listen(socketPath, () => fs.chmodSync(socketPath, 0o600));
+  // Made with its final permissions (the bind happens inside listen(), under this umask): never
+  // reachable by others, not even between listen and a chmod.
+  const umask = process.umask(0o177);
+  try {
+    server.listen(socketPath, () => fs.chmodSync(socketPath, 0o600));
+  } finally {
+    process.umask(umask);
+  }
   return server;
 }
 

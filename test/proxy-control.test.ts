@@ -76,3 +76,19 @@ test('ProxyControlClient: garbage from the proxy is reported and ignored; the ne
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('serveControl: the socket exists with mode 0600 from the moment it is bound', async () => {
+  const { serveControl } = await import('../abi/proxy-control');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sm-ctl-'));
+  const sockPath = path.join(dir, 'proxy.sock');
+  const before = process.umask();
+  const server = serveControl(sockPath, () => null);
+  try {
+    // Synchronously after serveControl: no callback has run yet.
+    assert.equal(fs.statSync(sockPath).mode & 0o777, 0o600);
+    assert.equal(process.umask(), before, 'the umask is given back');
+  } finally {
+    server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
