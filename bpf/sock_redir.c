@@ -105,10 +105,13 @@ int sm_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	/*
-	 * Bytes that arrived before the socket is established (TCP Fast Open data in the SYN) sit in
-	 * its TCP receive queue; redirected bytes would overtake them. Such a socket stays on TCP.
+	 * A TCP Fast Open child: the kernel runs this callback from tcp_fastopen_create_child(), while
+	 * the child is still in SYN_RECV and before the SYN's data is queued (so bytes_received is 0
+	 * here, whatever the SYN carried). Redirected bytes would overtake that data, still in the
+	 * TCP receive queue: such a socket stays on TCP, and so does its peer (its first message finds
+	 * no peer in the sockhash). Every other passive socket is ESTABLISHED here.
 	 */
-	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && skops->bytes_received > 0) {
+	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && (skops->state == BPF_TCP_SYN_RECV || skops->bytes_received > 0)) {
 		sm_count(SM_CNT_MSG_FALLBACK, 1);
 		return 1;
 	}

@@ -13,7 +13,7 @@ fi
 
 # Test tools that need what Node cannot do (raw, SCTP and UDP-Lite sockets).
 mkdir -p build/tools
-for tool in rawsyn mksock; do
+for tool in rawsyn mksock tfo; do
   if [ ! -f "build/tools/$tool" ] || [ "sandbox/tools/$tool.c" -nt "build/tools/$tool" ]; then
     gcc -O2 -Wall -Werror -o "build/tools/$tool" "sandbox/tools/$tool.c"
   fi
