@@ -14,6 +14,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+#define SM_TCP_FLAG_SYN 0x02
+#define SM_TCPOPT_FASTOPEN 34
+#define SM_TCPOPT_EXP 254
+
 static __always_inline int sm_is_local(const __be32 *addr, __u8 family)
 {
 	struct sm_ip_key k;
@@ -88,6 +92,24 @@ static __always_inline void sm_forget_steer(struct bpf_sock_ops *skops)
 	bpf_map_delete_elem(&sm_steer, &k); /* absent already: the proxy took it */
 }
 
+/*
+ * Did this client use TCP Fast Open? Its SYN carried data (a data segment went out before the
+ * handshake completed), or the SYN-ACK answers a cookie request with a Fast Open option (kind 34,
+ * or the experimental 254 with magic 0xF989), which only a Fast Open SYN asks for.
+ */
+static __always_inline int sm_fast_open_client(struct bpf_sock_ops *skops)
+{
+	/* Room for the longest option (40 bytes): a shorter buffer fails with ENOSPC on a cookie. */
+	__u8 opt[40] = { SM_TCPOPT_FASTOPEN };
+	__u8 exp[40] = { SM_TCPOPT_EXP, 4, 0xF9, 0x89 };
+
+	if (skops->data_segs_out > 0)
+		return 1;
+	if (bpf_load_hdr_opt(skops, opt, sizeof(opt), 0) > 0)
+		return 1;
+	return bpf_load_hdr_opt(skops, exp, sizeof(exp), 0) > 0;
+}
+
 SEC("sockops")
 int sm_sockops(struct bpf_sock_ops *skops)
 {
@@ -105,13 +127,15 @@ int sm_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	/*
-	 * A TCP Fast Open child: the kernel runs this callback from tcp_fastopen_create_child(), while
-	 * the child is still in SYN_RECV and before the SYN's data is queued (so bytes_received is 0
-	 * here, whatever the SYN carried). Redirected bytes would overtake that data, still in the
-	 * TCP receive queue: such a socket stays on TCP, and so does its peer (its first message finds
-	 * no peer in the sockhash). Every other passive socket is ESTABLISHED here.
+	 * A TCP Fast Open child: the kernel runs this callback from tcp_fastopen_create_child(), on
+	 * the SYN itself and before the SYN's data is queued (so bytes_received is 0 here, whatever
+	 * the SYN carried). Redirected bytes would overtake that data, still in the TCP receive
+	 * queue: such a socket stays on TCP, and so does its peer (its first message finds no peer in
+	 * the sockhash). Any other passive socket is reported on the handshake's final ACK, never on
+	 * a SYN. (Not the state: every passive socket is still SYN_RECV here, tcp_init_transfer()
+	 * runs before the switch to ESTABLISHED.)
 	 */
-	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && (skops->state == BPF_TCP_SYN_RECV || skops->bytes_received > 0)) {
+	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && ((skops->skb_tcp_flags & SM_TCP_FLAG_SYN) || skops->bytes_received > 0)) {
 		sm_count(SM_CNT_MSG_FALLBACK, 1);
 		return 1;
 	}
@@ -119,6 +143,15 @@ int sm_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		sm_publish_steer(skops, &key);
+	/*
+	 * A Fast Open client: its first bytes went, or will go, through TCP (in the SYN, or queued
+	 * behind a SYN that asked for a cookie), outside sk_msg; later redirected bytes would
+	 * overtake them. Such a socket stays on TCP.
+	 */
+	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && sm_fast_open_client(skops)) {
+		sm_count(SM_CNT_MSG_FALLBACK, 1);
+		return 1;
+	}
 	if (!sm_is_local(key.local, key.family) || !sm_is_local(key.remote, key.family)) {
 		sm_count(SM_CNT_SOCK_NOT_LOCAL, 1);
 		return 1;

@@ -102,6 +102,9 @@ static int client(const char *ip, int port, int count)
 			n += (size_t)r;
 		if (n == sizeof(sent) && !memcmp(sent, got, n))
 			identical++;
+		else
+			fprintf(stderr, "tfo: connection %d: %zu bytes back, first differing at %zu\n", i, n,
+				(size_t)({ size_t d = 0; while (d < n && d < sizeof(sent) && sent[d] == got[d]) d++; d; }));
 		close(s);
 	}
 	printf("{\"connections\":%d,\"identical\":%d,\"synDataAcked\":%d}\n", count, identical, acked);
