@@ -19,13 +19,13 @@ commands:
   agent (--config FILE | --xds HOST:PORT | --kubernetes) [--kubernetes] --cgroup PATH [--bpffs DIR] [--node-name NAME]
         [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
         [--xds-token-file FILE] [--cgroup-driver auto|systemd|cgroupfs|none] [--proxy-listen HOST:PORT [--proxy-listen [IPv6]:PORT] [--proxy-cgroup PATH] [--proxy-control SOCKET]]
-        [--peer-proxy IP ...] [--probe-source IP|host ...] [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
+        [--peer-proxy IP ...] [--probe-source IP ...] [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
         run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
         change) or from an xDS control plane (ADS), keep the kernel in step; the admin endpoint
         (loopback or unix socket only) serves /metrics, /healthz, /readyz, /config-dump, /debug/state;
         local ports with HTTP rules accept connections only from the proxy's addresses and --peer-proxy
-        (the other nodes' proxies); TCP from --probe-source (kubelet's address; host: every address
-        of the agent's network namespace) is let into local pods unjudged, as ztunnel lets probes in
+        (the other nodes' proxies); TCP from --probe-source (a dedicated address that only kubelet's
+        connections are SNATed to) is let into local pods unjudged, as ztunnel lets probes in
   status [--bpffs DIR] [--json]
         attached programs, map usage and datapath counters
   dump services|endpoints|identities|policies|sockets [--bpffs DIR] [--json]
@@ -164,7 +164,7 @@ async function runAgent(args: string[]): Promise<void> {
   const peerProxies = values['peer-proxy'] ?? [];
   for (const ip of peerProxies) if (canonicalIp(ip) === undefined) fail(`agent: --peer-proxy ${ip}: expected an IP address`);
   const probeSources = values['probe-source'] ?? [];
-  for (const v of probeSources) if (v !== 'host' && canonicalIp(v) === undefined) fail(`agent: --probe-source ${v}: expected an IP address or "host"`);
+  for (const v of probeSources) if (canonicalIp(v) === undefined) fail(`agent: --probe-source ${v}: expected an IP address`);
   const agent = new Agent({
     source,
     proxy,

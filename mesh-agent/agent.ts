@@ -45,9 +45,9 @@ export interface AgentOptions extends DatapathSettings {
    */
   peerProxies?: string[];
   /**
-   * Where kubelet probes come from: node addresses, or `host` for every address of the agent's
-   * own network namespace (the node's, in the DaemonSet), read at each apply. TCP from these is let
-   * into local pods unjudged (SM_EP_F_PROBE), as ztunnel lets kubelet probes through. None by default.
+   * Addresses kubelet probes come from: TCP from these is let into local pods unjudged
+   * (SM_EP_F_PROBE). Only a dedicated address that nothing but host-originated connections is
+   * SNATed to is safe here (README, "Kubelet probes"). None by default.
    */
   probeSources?: string[];
   /** How often the network namespaces of the meshed cgroup are rescanned (default 2 s; see scanNetns). */
@@ -192,10 +192,12 @@ export class Agent extends EventEmitter<AgentEvents> {
   private setUpProxy(): void {
     const p = this.opts.proxy;
     this.l7Ready = new L7Readiness(this.dp!);
+    // Nothing left from a previous agent is trusted: the proxy it talked to may be gone, or
+    // another process may hold its port. Steering starts again with this agent's first answer.
+    this.l7Ready.clear();
     if (!p) {
       // No proxy: connects to services with HTTP rules are refused in the kernel (fail closed).
       this.dp!.configureProxy(null);
-      this.l7Ready.clear();
       return;
     }
     // ::ffff:a.b.c.d is IPv4 (core/ip.ts).
@@ -218,7 +220,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     // Steering for a destination starts only once the proxy has acknowledged its rules, and stops
     // for all of them when the proxy goes away (l7-ready.ts): until then such connects are refused.
     this.proxyControl.on('down', () => {
-      this.l7Ready!.clear();
+      try {
+        this.l7Ready!.clear();
+      } catch (e) {
+        this.log.error('could not stop steering to the L7 proxy', { error: (e as Error).message });
+      }
       this.log.warn('proxy control channel closed: connects that need the L7 proxy are refused until a proxy acknowledges its policies');
     });
     this.proxyControl.on('reply', (r) => {
@@ -251,8 +257,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       () => this.reconciler!.identitiesInUse(),
     );
     const netns = this.scanNetns(cfg);
-    const probeSources = expandProbeSources(this.opts.probeSources ?? []);
-    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies, probeSources, identities: numbered.ids, netns });
+    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies, probeSources: this.opts.probeSources, identities: numbered.ids, netns });
     const warnings = desired.policy.warnings.join('\n');
     if (warnings !== this.lastPolicyWarnings) {
       this.lastPolicyWarnings = warnings;
@@ -275,7 +280,11 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.lastProxyConfig = json;
         const version = this.proxyControl.send(msg);
         // Destinations this config dropped stop being steered now; new ones wait for the answer.
-        this.l7Ready!.applied(desired.proxyDestinations, version);
+        try {
+          this.l7Ready!.applied(desired.proxyDestinations, version);
+        } catch (e) {
+          this.log.error('could not update which destinations are steered to the L7 proxy', { error: (e as Error).message });
+        }
       }
     }
     const doneAt = process.hrtime.bigint();
@@ -409,23 +418,3 @@ function netnsKey(m: Map<bigint, string[]>): string {
   return JSON.stringify([...m].map(([c, a]) => [String(c), [...a].sort()]).sort());
 }
 
-/**
- * `--probe-source` values as addresses: `host` is every address of this process's network
- * namespace but loopback and link-local (where kubelet, on the host network, connects from).
- */
-export function expandProbeSources(values: readonly string[]): string[] {
-  const out = new Set<string>();
-  for (const v of values) {
-    if (v !== 'host') {
-      out.add(v);
-      continue;
-    }
-    for (const addrs of Object.values(os.networkInterfaces())) {
-      for (const a of addrs ?? []) {
-        if (a.internal || a.address.startsWith('fe80:') || a.address.startsWith('169.254.')) continue;
-        out.add(a.address);
-      }
-    }
-  }
-  return [...out];
-}

@@ -72,6 +72,9 @@ export async function runProxyCli(args: string[]): Promise<void> {
     // Upstream connects leave from the listen addresses (the ones the agent flags as the proxy's).
     sourceAddresses: listens.map((l) => l!.host).filter((h) => isIP(h) && h !== '0.0.0.0' && h !== '::'),
   });
+  // The data port first: an acknowledgement the agent turns into steering must come from the
+  // process that holds the port the kernel steers to.
+  for (const l of listens) await proxy.listen({ host: l!.host, port: l!.port });
   serveControl(
     values.control!,
     (m) => {
@@ -89,7 +92,6 @@ export async function runProxyCli(args: string[]): Promise<void> {
     },
     { type: 'hello', cgroupId: ownCgroupId(findCgroup2Mount()).toString() },
   );
-  for (const l of listens) await proxy.listen({ host: l!.host, port: l!.port });
   if (values.metrics) {
     const m = splitHostPort(values.metrics);
     if (!m || !['127.0.0.1', '::1', 'localhost'].includes(m.host)) {

@@ -17,7 +17,7 @@ test('--proxy-listen: at most one IPv4 and one IPv6 address, one port, literal a
     [['--proxy-listen', 'proxy.local:15001'], /expected IP:PORT or \[IPv6\]:PORT/],
     [['--proxy-listen', '198.18.0.1:0'], /expected IP:PORT/],
     [['--peer-proxy', 'node2'], /--peer-proxy node2: expected an IP address/],
-    [['--probe-source', 'kubelet'], /--probe-source kubelet: expected an IP address or "host"/],
+    [['--probe-source', 'host'], /--probe-source host: expected an IP address/],
   ] as const) {
     const r = run(...args);
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
@@ -25,11 +25,3 @@ test('--proxy-listen: at most one IPv4 and one IPv6 address, one port, literal a
   }
 });
 
-test('--probe-source host: the addresses of this network namespace, without loopback and link-local', async () => {
-  const os = await import('node:os');
-  const { expandProbeSources } = await import('../mesh-agent/agent');
-  const got = expandProbeSources(['host', '192.0.2.7']);
-  const mine = Object.values(os.networkInterfaces()).flatMap((a) => a ?? []).filter((a) => !a.internal && !a.address.startsWith('fe80:') && !a.address.startsWith('169.254.')).map((a) => a.address);
-  assert.deepEqual(new Set(got), new Set([...mine, '192.0.2.7']));
-  assert.ok(!got.includes('127.0.0.1') && !got.includes('::1'));
-});

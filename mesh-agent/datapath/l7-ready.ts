@@ -5,8 +5,9 @@
 //
 // The rules, in the order the agent meets them:
 //   - a table is sent (version V, destinations D(V)): nothing is added yet;
-//   - the proxy answers ok to V: the destinations of V that the newest table still has are added
-//     (a destination a later table dropped is not brought back by a late answer);
+//   - the proxy answers ok to V: the destinations of V that every table since V has held are
+//     added (a late answer never enables a destination a later table dropped, even if a still
+//     later one brought it back: the proxy may hold the table without it);
 //   - a config no longer has a destination: it is removed at once, before any answer;
 //   - the control channel drops (the proxy died or restarted): the map is emptied; the proxy that
 //     comes back has no table until it answers the one the agent sends it.
@@ -37,6 +38,8 @@ export class L7Readiness {
   /** The destinations of the newest table sent (or applied without a proxy). */
   private newest = new Map<string, SvcKey>();
   private newestVersion?: number;
+  /** The version of the table in which each wanted destination last came (back) into the set. */
+  private readonly since = new Map<string, number>();
   /** What the map holds (read once; this object is then its only writer). */
   private readonly inMap = new Map<string, SvcKey>();
 
@@ -60,8 +63,11 @@ export class L7Readiness {
    * version (a table sent to the proxy), remember it until the proxy answers.
    */
   applied(dests: readonly L7Policy[], version?: number): void {
+    const before = this.newest;
     this.newest = keysOf(dests);
     this.newestVersion = version;
+    for (const text of this.since.keys()) if (!this.newest.has(text)) this.since.delete(text);
+    for (const text of this.newest.keys()) if (!before.has(text) || !this.since.has(text)) this.since.set(text, version ?? 0);
     if (version !== undefined) {
       this.pending.set(version, this.newest);
       for (const v of this.pending.keys()) if (v < version - 16) this.pending.delete(v);
@@ -82,7 +88,9 @@ export class L7Readiness {
     for (const v of [...this.pending.keys()]) if (v <= version) this.pending.delete(v);
     let added = 0;
     for (const [text, k] of dests) {
-      if (!this.newest.has(text) || this.inMap.has(text)) continue;
+      // Wanted now, and wanted without a break since a table no newer than this answer: an answer to
+      // an older table may hold other rules (or none) for a destination dropped and brought back.
+      if (!this.newest.has(text) || this.inMap.has(text) || version < (this.since.get(text) ?? Infinity)) continue;
       this.map.set(k, { version });
       this.inMap.set(text, k);
       added++;
