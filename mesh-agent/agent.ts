@@ -417,4 +417,3 @@ function applySummary(r: ApplyReport, at: Date): Record<string, unknown> {
 function netnsKey(m: Map<bigint, string[]>): string {
   return JSON.stringify([...m].map(([c, a]) => [String(c), [...a].sort()]).sort());
 }
-
