@@ -46,7 +46,6 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 {
 	struct sm_policy_dst *pd;
 	struct sm_sock_state *st;
-	struct sm_svc_key rk;
 	struct sm_config *cfg;
 	struct bpf_sock *sk;
 	__u32 zero = 0;
@@ -67,16 +66,9 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 		return SM_STEER_DENY;
 	if (!(cfg->flags & (vip->family == SM_AF_INET ? SM_CFG_F_PROXY4 : SM_CFG_F_PROXY6)))
 		return SM_STEER_REFUSE;
-	/* Only once the proxy has acknowledged this destination's rules (sm_l7_ready). */
-	__builtin_memset(&rk, 0, sizeof(rk));
-	rk.addr[0] = vip->addr[0];
-	rk.addr[1] = vip->addr[1];
-	rk.addr[2] = vip->addr[2];
-	rk.addr[3] = vip->addr[3];
-	rk.port = vip->port;
-	rk.proto = IPPROTO_TCP;
-	rk.family = vip->family;
-	if (!bpf_map_lookup_elem(&sm_l7_ready, &rk))
+	/* Only once the proxy has acknowledged this destination's rules (sm_l7_ready). `vip` is a
+	 * whole key already: TCP (checked above), and struct sm_svc_key has no padding. */
+	if (!bpf_map_lookup_elem(&sm_l7_ready, vip))
 		return SM_STEER_REFUSE;
 	sk = ctx->sk;
 	if (!sk)

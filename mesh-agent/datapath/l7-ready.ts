@@ -33,9 +33,7 @@ function keysOf(dests: readonly L7Policy[]): Map<string, SvcKey> {
 
 export class L7Readiness {
   private readonly map: TypedMap<SvcKey, { version: number }>;
-  /** Tables sent and not yet answered, by version (only the newest few matter). */
-  private readonly pending = new Map<number, Map<string, SvcKey>>();
-  /** The destinations of the newest table sent (or applied without a proxy). */
+  /** The destinations of the newest table sent. */
   private newest = new Map<string, SvcKey>();
   private newestVersion?: number;
   /** The version of the table in which each wanted destination last came (back) into the set. */
@@ -59,19 +57,15 @@ export class L7Readiness {
   }
 
   /**
-   * A config was applied with these destinations: remove at once what it no longer has. With a
-   * version (a table sent to the proxy), remember it until the proxy answers.
+   * A table with these destinations was sent to the proxy as `version`: remove at once what it no
+   * longer has; the rest waits for an answer.
    */
-  applied(dests: readonly L7Policy[], version?: number): void {
-    const before = this.newest;
+  applied(dests: readonly L7Policy[], version: number): void {
     this.newest = keysOf(dests);
     this.newestVersion = version;
+    // `since` holds exactly the wanted destinations: a dropped one forgets when it came in.
     for (const text of this.since.keys()) if (!this.newest.has(text)) this.since.delete(text);
-    for (const text of this.newest.keys()) if (!before.has(text) || !this.since.has(text)) this.since.set(text, version ?? 0);
-    if (version !== undefined) {
-      this.pending.set(version, this.newest);
-      for (const v of this.pending.keys()) if (v < version - 16) this.pending.delete(v);
-    }
+    for (const text of this.newest.keys()) if (!this.since.has(text)) this.since.set(text, version);
     const gone = [...this.inMap].filter(([text]) => !this.newest.has(text));
     this.map.deleteMany(gone.map(([, k]) => k));
     for (const [text] of gone) this.inMap.delete(text);
@@ -82,15 +76,14 @@ export class L7Readiness {
    * Returns how many it added. Throws (SM_MAP_FULL, say) with the rest left refused.
    */
   acked(version: number): number {
-    // The newest table is sent again to a proxy that reconnects: its answer counts again.
-    const dests = this.pending.get(version) ?? (version === this.newestVersion ? this.newest : undefined);
-    if (!dests) return 0;
-    for (const v of [...this.pending.keys()]) if (v <= version) this.pending.delete(v);
+    // A destination wanted without a break since a table no newer than this answer was in that
+    // table (and in every one since). One dropped and brought back after it waits: the proxy may
+    // hold a table without its rules. The newest table, sent again to a proxy that reconnects,
+    // counts again.
+    if (this.newestVersion === undefined || version > this.newestVersion) return 0;
     let added = 0;
-    for (const [text, k] of dests) {
-      // Wanted now, and wanted without a break since a table no newer than this answer: an answer to
-      // an older table may hold other rules (or none) for a destination dropped and brought back.
-      if (!this.newest.has(text) || this.inMap.has(text) || version < (this.since.get(text) ?? Infinity)) continue;
+    for (const [text, k] of this.newest) {
+      if (this.inMap.has(text) || version < (this.since.get(text) ?? Infinity)) continue;
       this.map.set(k, { version });
       this.inMap.set(text, k);
       added++;
