@@ -143,17 +143,18 @@ int sm_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		sm_publish_steer(skops, &key);
+	if (!sm_is_local(key.local, key.family) || !sm_is_local(key.remote, key.family)) {
+		sm_count(SM_CNT_SOCK_NOT_LOCAL, 1);
+		return 1;
+	}
 	/*
 	 * A Fast Open client: its first bytes went, or will go, through TCP (in the SYN, or queued
 	 * behind a SYN that asked for a cookie), outside sk_msg; later redirected bytes would
 	 * overtake them. Such a socket stays on TCP.
+	 * (Only for a local pair: the option search is not paid by connections that leave the node.)
 	 */
 	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && sm_fast_open_client(skops)) {
 		sm_count(SM_CNT_MSG_FALLBACK, 1);
-		return 1;
-	}
-	if (!sm_is_local(key.local, key.family) || !sm_is_local(key.remote, key.family)) {
-		sm_count(SM_CNT_SOCK_NOT_LOCAL, 1);
 		return 1;
 	}
 	if (bpf_sock_hash_update(skops, &sm_sockhash, &key, BPF_NOEXIST)) {
