@@ -295,8 +295,13 @@ export const localEp = codec<LocalEp>(
   (r) => ({ identity: r.identity as number, flags: r.flags as number }),
 );
 
+/** Entries of each pod's unconnected-UDP table (SM_REVNAT_POD_ENTRIES in bpf/include/maps.h). */
+export const REVNAT_POD_ENTRIES = 2048;
+
 // --- struct sm_sock_key --------------------------------------------------------------------
 export interface SockKey {
+  /** netns cookie of the namespace the socket lives in */
+  netns: bigint;
   local: string;
   remote: string;
   localPort: number;
@@ -304,8 +309,9 @@ export interface SockKey {
 }
 export const sockKey = codec<SockKey>(
   'sm_sock_key',
-  40,
+  48,
   [
+    ['netns', 'u64'],
     ['local', 'be32x4'],
     ['remote', 'be32x4'],
     ['local_port', 'be16'],
@@ -314,6 +320,7 @@ export const sockKey = codec<SockKey>(
     ['pad', 'pad', 3],
   ],
   (v) => ({
+    netns: v.netns,
     local: ipToBytes(v.local),
     remote: ipToBytes(v.remote),
     local_port: v.localPort,
@@ -321,6 +328,7 @@ export const sockKey = codec<SockKey>(
     family: familyOf(v.local),
   }),
   (r) => ({
+    netns: r.netns as bigint,
     local: bytesToIp(r.local as Buffer, r.family as number),
     remote: bytesToIp(r.remote as Buffer, r.family as number),
     localPort: r.local_port as number,
@@ -333,34 +341,47 @@ export interface SockState {
   redir: number;
   steered: number;
   orig: { ip: string; port: number } | null;
+  /** 1: orig is what getpeername() shows (the connect was translated or steered) */
+  xlated: number;
+  /** netns cookie the peer of a local pair is keyed by (0: not a local pair) */
+  peerNetns: bigint;
 }
 export const sockState = codec<SockState>(
   'sm_sock_state',
-  28,
+  40,
   [
     ['redir', 'u32'],
     ['steered', 'u32'],
     ['orig', 'be32x4'],
     ['orig_port', 'be16'],
     ['orig_family', 'u8'],
-    ['pad', 'pad', 1],
+    ['xlated', 'u8'],
+    ['pad', 'pad', 4],
+    ['peer_netns', 'u64'],
   ],
   (v) => ({
     redir: v.redir,
     steered: v.steered,
     ...(v.orig ? { orig: ipToBytes(v.orig.ip), orig_port: v.orig.port, orig_family: familyOf(v.orig.ip) } : {}),
+    xlated: v.xlated,
+    peer_netns: v.peerNetns,
   }),
   (r) => ({
     redir: r.redir as number,
     steered: r.steered as number,
     orig: r.orig_family ? { ip: bytesToIp(r.orig as Buffer, r.orig_family as number), port: r.orig_port as number } : null,
+    xlated: r.xlated as number,
+    peerNetns: r.peer_netns as bigint,
   }),
 );
 
 // --- struct sm_config ----------------------------------------------------------------------
 export const CFG_F_PROXY4 = 1;
 export const CFG_F_PROXY6 = 2;
+export const CFG_F_XLATE_ALL = 4;
 export interface DatapathConfig {
+  /** Translate connects of every socket in the meshed cgroup, not only enrolled workloads' (SM_CFG_F_XLATE_ALL). */
+  translateAll?: boolean;
   /** cgroup id (inode of the cgroup v2 directory) whose connects are never steered: the proxy's. */
   proxyCgroupId: bigint;
   proxy4?: string;
@@ -383,13 +404,14 @@ export const config = codec<DatapathConfig>(
     proxy4: v.proxy4 ? ipToBytes(v.proxy4).subarray(0, 4) : undefined,
     proxy6: v.proxy6 ? ipToBytes(v.proxy6) : undefined,
     proxy_port: v.proxyPort,
-    flags: (v.proxy4 ? CFG_F_PROXY4 : 0) | (v.proxy6 ? CFG_F_PROXY6 : 0),
+    flags: (v.proxy4 ? CFG_F_PROXY4 : 0) | (v.proxy6 ? CFG_F_PROXY6 : 0) | (v.translateAll ? CFG_F_XLATE_ALL : 0),
   }) as Raw,
   (r) => {
     const flags = r.flags as number;
     const out: DatapathConfig = { proxyCgroupId: r.proxy_cgroup_id as bigint, proxyPort: r.proxy_port as number };
     if (flags & CFG_F_PROXY4) out.proxy4 = bytesToIp(Buffer.concat([r.proxy4 as Buffer, Buffer.alloc(12)]), 2);
     if (flags & CFG_F_PROXY6) out.proxy6 = bytesToIp(r.proxy6 as Buffer, 10);
+    if (flags & CFG_F_XLATE_ALL) out.translateAll = true;
     return out;
   },
 );

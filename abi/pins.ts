@@ -17,6 +17,8 @@ export type MapName =
   | 'sm_services'
   | 'sm_backends'
   | 'sm_revnat'
+  | 'sm_revnat_pods'
+  | 'sm_local_netns'
   | 'sm_local_eps'
   | 'sm_sockhash'
   | 'sm_sock_state'
@@ -37,6 +39,8 @@ export const MAP_NAMES: readonly MapName[] = [
   'sm_services',
   'sm_backends',
   'sm_revnat',
+  'sm_revnat_pods',
+  'sm_local_netns',
   'sm_local_eps',
   'sm_sockhash',
   'sm_sock_state',
@@ -59,6 +63,8 @@ export const SIZABLE_MAPS: readonly MapName[] = [
   'sm_services',
   'sm_backends',
   'sm_revnat',
+  'sm_revnat_pods',
+  'sm_local_netns',
   'sm_local_eps',
   'sm_sockhash',
   'sm_udp_flows',

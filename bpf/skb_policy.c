@@ -164,8 +164,20 @@ SEC("cgroup_skb/ingress")
 int sm_ingress(struct __sk_buff *skb)
 {
 	struct sm_policy_dst *pd;
+	struct bpf_sock *sk;
 	struct sm_pkt p;
 
+	/*
+	 * Established TCP is decided by its SYN: a packet for an established TCP socket passes before
+	 * anything is parsed (the SYN that opens a connection is delivered to a listener), so the
+	 * program costs established flows a few loads and one helper call.
+	 */
+	sk = skb->sk;
+	if (sk) {
+		sk = bpf_sk_fullsock(sk);
+		if (sk && sk->protocol == IPPROTO_TCP && sk->state == BPF_TCP_ESTABLISHED)
+			return 1;
+	}
 	if (!sm_parse(skb, &p))
 		return 1;
 	if (p.proto == IPPROTO_TCP) {

@@ -77,6 +77,7 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 	if (!st)
 		return SM_STEER_ERROR;
 	st->steered = 1;
+	st->xlated = 1;
 	st->orig[0] = vip->addr[0];
 	st->orig[1] = vip->addr[1];
 	st->orig[2] = vip->addr[2];
@@ -180,6 +181,43 @@ static __always_inline int sm_admit(struct bpf_sock_addr *ctx, const struct sm_s
 }
 
 /*
+ * Is this caller's connect translated at all? Only for a workload the agent knows (its cgroup or
+ * netns has an identity) and for the node's L7 proxy, unless the operator asked to translate every
+ * socket of the meshed cgroup (SM_CFG_F_XLATE_ALL). Any other caller (a pod that is not enrolled,
+ * one that runs an Istio sidecar) reaches a VIP untouched, as without the mesh; its direct
+ * connects to pods with policies are still judged (it has no identity: fail closed).
+ */
+static __always_inline int sm_translates(struct bpf_sock_addr *ctx)
+{
+	struct sm_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&sm_config, &zero);
+	if (cfg && (cfg->flags & SM_CFG_F_XLATE_ALL))
+		return 1;
+	if (cfg && cfg->proxy_cgroup_id && bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
+		return 1;
+	return sm_current_identity(ctx) != SM_IDENTITY_UNRESOLVED;
+}
+
+/*
+ * A connect() starts from nothing: whatever an earlier connect of this socket left (a UDP socket
+ * connected elsewhere before, a TCP connect that failed) is forgotten before this one is judged.
+ */
+static __always_inline void sm_connect_reset(struct bpf_sock_addr *ctx)
+{
+	struct sm_sock_state *st;
+
+	if (!ctx->sk)
+		return;
+	st = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, 0);
+	if (st) {
+		st->xlated = 0;
+		st->steered = 0;
+	}
+}
+
+/*
  * UDP flows (sm_udp_flows): a datagram to a peer this socket already has a flow with (it sent
  * there before, or the inbound program let that peer's datagram in) is not judged again; a new
  * flow is judged and then recorded, after translation (the peer as replies will show it). A
@@ -221,7 +259,8 @@ static __always_inline int sm_direct(struct bpf_sock_addr *ctx, const struct sm_
 	if (sm_udp_known(ctx, key->addr, key->family, key->port))
 		return 1;
 	pd = sm_policy_dst_of(key->addr, key->family);
-	if (sm_tcp_l7(ctx, pd, key->port)) {
+	/* (A caller that is not translated is not steered either: the L4 check below refuses it.) */
+	if (sm_tcp_l7(ctx, pd, key->port) && sm_translates(ctx)) {
 		enum sm_steer r = sm_steer_to_proxy(ctx, key, be);
 
 		if (r == SM_STEER_DONE)
@@ -234,6 +273,34 @@ static __always_inline int sm_direct(struct bpf_sock_addr *ctx, const struct sm_
 	return 1;
 }
 
+/*
+ * Remember a translation for the way back. A connect() keeps it in the socket's own storage (freed
+ * with the socket; getpeername() and a connected socket's recvmsg() read it); an unconnected
+ * datagram in its pod's revnat table, for the replies.
+ */
+static __always_inline void sm_xlate_keep(struct bpf_sock_addr *ctx, const struct sm_backend *be,
+					  const struct sm_svc_key *key, int connect)
+{
+	struct sm_sock_state *st;
+
+	if (!connect) {
+		sm_revnat_record(bpf_get_socket_cookie(ctx), bpf_get_netns_cookie(ctx), be, key);
+		return;
+	}
+	st = ctx->sk ? bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : 0;
+	if (!st) {
+		sm_count(SM_CNT_MAP_ERROR, 1); /* getpeername() will show the backend */
+		return;
+	}
+	st->orig[0] = key->addr[0];
+	st->orig[1] = key->addr[1];
+	st->orig[2] = key->addr[2];
+	st->orig[3] = key->addr[3];
+	st->orig_port = key->port;
+	st->orig_family = key->family;
+	st->xlated = 1;
+}
+
 static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
 {
 	struct sm_svc_key key;
@@ -243,6 +310,8 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
+	if (ok_counter == SM_CNT_CONNECT_XLATE)
+		sm_connect_reset(ctx);
 	__builtin_memset(&key, 0, sizeof(key));
 	key.addr[0] = ctx->user_ip4;
 	key.port = (__be16)ctx->user_port; /* sin_port, zero-extended: low 16 bits are network order */
@@ -256,6 +325,8 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 		if (r != 2)
 			return r;
 	} else {
+		if (!sm_translates(ctx))
+			return 1; /* to the VIP, untouched */
 		if (res != SM_XLATE_DONE || be.family != SM_AF_INET)
 			return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
 		if (!sm_admit(ctx, &key, &be, flags))
@@ -264,7 +335,7 @@ static __always_inline int sm_fwd4(struct bpf_sock_addr *ctx, enum sm_counter ok
 
 	ctx->user_ip4 = be.addr[0];
 	ctx->user_port = (__u32)be.port;
-	sm_revnat_record(bpf_get_socket_cookie(ctx), &be, &key);
+	sm_xlate_keep(ctx, &be, &key, ok_counter == SM_CNT_CONNECT_XLATE);
 	sm_udp_record(ctx, be.addr, be.family, be.port);
 	sm_count(ok_counter, 1);
 	return 1;
@@ -285,6 +356,8 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
+	if (ok_counter == SM_CNT_CONNECT_XLATE)
+		sm_connect_reset(ctx);
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
@@ -312,6 +385,8 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 		if (r != 2)
 			return r;
 	} else {
+		if (!sm_translates(ctx))
+			return 1; /* to the VIP, untouched */
 		if (res != SM_XLATE_DONE || be.family != key.family)
 			return sm_reject(res == SM_XLATE_DONE ? SM_XLATE_ERROR : res);
 		if (!sm_admit(ctx, &key, &be, flags))
@@ -330,19 +405,48 @@ static __always_inline int sm_fwd6(struct bpf_sock_addr *ctx, enum sm_counter ok
 		ctx->user_ip6[3] = be.addr[3];
 	}
 	ctx->user_port = (__u32)be.port;
-	sm_revnat_record(bpf_get_socket_cookie(ctx), &be, &key);
+	sm_xlate_keep(ctx, &be, &key, ok_counter == SM_CNT_CONNECT_XLATE);
 	sm_udp_record(ctx, be.addr, be.family, be.port);
 	sm_count(ok_counter, 1);
 	return 1;
 }
 
-/* Backend -> VIP for getpeername() and for the source of a received datagram. */
+/*
+ * Backend -> VIP, for getpeername() (`peername`) and for the source of a received datagram. A
+ * connected socket (TCP; UDP after connect()) answers from its own storage: the kernel gives a
+ * connected UDP socket datagrams from its peer only, and getpeername() runs only on a connected
+ * socket. An unconnected UDP socket answers from its pod's revnat table. The shared LRU is also
+ * read for getpeername(): sockets translated by a datapath from before this one kept theirs there.
+ */
+static __always_inline struct sm_revnat_value *sm_rev_lookup(struct bpf_sock_addr *ctx, struct sm_revnat_value *buf,
+							     const __be32 *addr, __u8 family, __be16 port, int peername)
+{
+	struct sm_sock_state *st;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (sk && (peername || sk->state == BPF_TCP_ESTABLISHED)) {
+		st = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+		if (st && st->xlated) {
+			buf->addr[0] = st->orig[0];
+			buf->addr[1] = st->orig[1];
+			buf->addr[2] = st->orig[2];
+			buf->addr[3] = st->orig[3];
+			buf->port = st->orig_port;
+			buf->family = st->orig_family;
+			return buf;
+		}
+		if (!peername)
+			return 0; /* a connected socket that was not translated */
+	}
+	return sm_revnat_lookup(bpf_get_socket_cookie(ctx), bpf_get_netns_cookie(ctx), addr, family, port);
+}
+
 static __always_inline int sm_rev4(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
 {
-	struct sm_revnat_value *rv;
+	struct sm_revnat_value *rv, buf;
 	__be32 a[4] = { ctx->user_ip4, 0, 0, 0 };
 
-	rv = sm_revnat_lookup(bpf_get_socket_cookie(ctx), a, SM_AF_INET, (__be16)ctx->user_port);
+	rv = sm_rev_lookup(ctx, &buf, a, SM_AF_INET, (__be16)ctx->user_port, ok_counter == SM_CNT_PEERNAME_REVNAT);
 	if (!rv || rv->family != SM_AF_INET)
 		return 1;
 	ctx->user_ip4 = rv->addr[0];
@@ -353,7 +457,7 @@ static __always_inline int sm_rev4(struct bpf_sock_addr *ctx, enum sm_counter ok
 
 static __always_inline int sm_rev6(struct bpf_sock_addr *ctx, enum sm_counter ok_counter)
 {
-	struct sm_revnat_value *rv;
+	struct sm_revnat_value *rv, buf;
 	__be32 a[4];
 	__u8 family = SM_AF_INET6;
 	int mapped;
@@ -368,7 +472,7 @@ static __always_inline int sm_rev6(struct bpf_sock_addr *ctx, enum sm_counter ok
 		a[1] = a[2] = a[3] = 0;
 		family = SM_AF_INET;
 	}
-	rv = sm_revnat_lookup(bpf_get_socket_cookie(ctx), a, family, (__be16)ctx->user_port);
+	rv = sm_rev_lookup(ctx, &buf, a, family, (__be16)ctx->user_port, ok_counter == SM_CNT_PEERNAME_REVNAT);
 	if (!rv || rv->family != family)
 		return 1;
 	if (mapped) {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Same-node redirection. sockops puts every established TCP socket whose two ends are meshed pods
- * of this node into sm_sockhash; the sk_msg program attached to that sockhash moves each sendmsg()
+ * of this node into sm_sockhash, keyed by its addresses and its network namespace; the sk_msg program attached to that sockhash moves each sendmsg()
  * straight to the peer socket's receive queue (BPF_F_INGRESS), skipping TCP/IP below the socket.
  * The kernel removes a socket from the sockhash when it closes (sock_map_close/unhash), so no
  * entry outlives its socket.
@@ -18,12 +18,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SM_TCPOPT_FASTOPEN 34
 #define SM_TCPOPT_EXP 254
 
-static __always_inline int sm_is_local(const __be32 *addr, __u8 family)
+/* The netns cookie the agent registered for a local pod's address (sm_local_netns), 0 if none. */
+static __always_inline __u64 sm_owner_netns(const __be32 *addr, __u8 family)
 {
 	struct sm_ip_key k;
+	__u64 *ns;
 
 	sm_ip_key_fill(&k, addr, family);
-	return bpf_map_lookup_elem(&sm_local_eps, &k) != 0;
+	ns = bpf_map_lookup_elem(&sm_local_netns, &k);
+	return ns ? *ns : 0;
 }
 
 /* A steered client socket's record is keyed by its own address: what the proxy sees as its peer. */
@@ -113,7 +116,9 @@ static __always_inline int sm_fast_open_client(struct bpf_sock_ops *skops)
 SEC("sockops")
 int sm_sockops(struct bpf_sock_ops *skops)
 {
+	struct sm_sock_state *st;
 	struct sm_sock_key key;
+	__u64 own, peer;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -143,7 +148,16 @@ int sm_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		sm_publish_steer(skops, &key);
-	if (!sm_is_local(key.local, key.family) || !sm_is_local(key.remote, key.family)) {
+	/*
+	 * A local pair: this socket lives in the namespace the agent registered for its own address,
+	 * and the peer's address is registered to a local pod's namespace, where the peer is looked
+	 * up (its key carries that namespace). An address is not enough: any pod that can get
+	 * CAP_NET_ADMIN in some namespace of its own (a user namespace will do) can put a victim's
+	 * addresses on its loopback, but its sockets carry its own namespace and are nobody's peer.
+	 */
+	own = bpf_get_netns_cookie(skops);
+	peer = sm_owner_netns(key.remote, key.family);
+	if (!peer || sm_owner_netns(key.local, key.family) != own) {
 		sm_count(SM_CNT_SOCK_NOT_LOCAL, 1);
 		return 1;
 	}
@@ -157,6 +171,14 @@ int sm_sockops(struct bpf_sock_ops *skops)
 		sm_count(SM_CNT_MSG_FALLBACK, 1);
 		return 1;
 	}
+	/* Where sk_msg will look for the peer; without it the socket stays on TCP. */
+	st = skops->sk ? bpf_sk_storage_get(&sm_sock_state, skops->sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : 0;
+	if (!st) {
+		sm_count(SM_CNT_MAP_ERROR, 1);
+		return 1;
+	}
+	st->peer_netns = peer;
+	key.netns = own;
 	if (bpf_sock_hash_update(skops, &sm_sockhash, &key, BPF_NOEXIST)) {
 		sm_count(SM_CNT_MAP_ERROR, 1);
 		return 1;
@@ -193,7 +215,7 @@ int sm_sk_msg(struct sk_msg_md *msg)
 		sm_count(SM_CNT_MSG_FALLBACK, 1);
 		return SK_PASS;
 	}
-	if (sm_peer_key_from_msg(msg, &peer)) {
+	if (!st->peer_netns || sm_peer_key_from_msg(msg, st->peer_netns, &peer)) {
 		st->redir = SM_REDIR_OFF;
 		sm_count(SM_CNT_MSG_FALLBACK, 1);
 		return SK_PASS;

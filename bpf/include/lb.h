@@ -69,21 +69,41 @@ static __always_inline enum sm_xlate sm_lb_xlate(const struct sm_svc_key *key, s
 	return SM_XLATE_DONE;
 }
 
-static __always_inline void sm_revnat_record(__u64 cookie, const struct sm_backend *be,
+/* The revnat key of (socket, backend): a zeroed struct, pad bytes are part of the key. */
+static __always_inline void sm_revnat_key_fill(struct sm_revnat_key *rk, __u64 cookie, const __be32 *addr,
+					       __u8 family, __be16 port)
+{
+	__builtin_memset(rk, 0, sizeof(*rk));
+	rk->cookie = cookie;
+	rk->addr[0] = addr[0];
+	rk->addr[1] = addr[1];
+	rk->addr[2] = addr[2];
+	rk->addr[3] = addr[3];
+	rk->port = port;
+	rk->family = family;
+}
+
+/*
+ * The unconnected-UDP table of the socket's pod (by netns cookie), or the shared sm_revnat for a
+ * namespace the agent has given none.
+ */
+static __always_inline void *sm_revnat_table(__u64 netns)
+{
+	void *t = bpf_map_lookup_elem(&sm_revnat_pods, &netns);
+
+	return t ? t : (void *)&sm_revnat;
+}
+
+/* Unconnected UDP: remember which VIP a datagram to `be` was sent to, for its replies. */
+static __always_inline void sm_revnat_record(__u64 cookie, __u64 netns, const struct sm_backend *be,
 					     const struct sm_svc_key *vip)
 {
 	struct sm_revnat_value rv, *cur;
 	struct sm_revnat_key rk;
+	void *table = sm_revnat_table(netns);
 
-	__builtin_memset(&rk, 0, sizeof(rk));
+	sm_revnat_key_fill(&rk, cookie, be->addr, be->family, be->port);
 	__builtin_memset(&rv, 0, sizeof(rv));
-	rk.cookie = cookie;
-	rk.addr[0] = be->addr[0];
-	rk.addr[1] = be->addr[1];
-	rk.addr[2] = be->addr[2];
-	rk.addr[3] = be->addr[3];
-	rk.port = be->port;
-	rk.family = be->family;
 	rv.addr[0] = vip->addr[0];
 	rv.addr[1] = vip->addr[1];
 	rv.addr[2] = vip->addr[2];
@@ -91,27 +111,30 @@ static __always_inline void sm_revnat_record(__u64 cookie, const struct sm_backe
 	rv.port = vip->port;
 	rv.family = vip->family;
 	/* sendmsg() runs this per datagram: skip the write (and its bucket lock) when nothing changed. */
-	cur = bpf_map_lookup_elem(&sm_revnat, &rk);
+	cur = bpf_map_lookup_elem(table, &rk);
 	if (cur && cur->addr[0] == rv.addr[0] && cur->addr[1] == rv.addr[1] && cur->addr[2] == rv.addr[2] &&
 	    cur->addr[3] == rv.addr[3] && cur->port == rv.port && cur->family == rv.family)
 		return;
-	if (bpf_map_update_elem(&sm_revnat, &rk, &rv, BPF_ANY))
+	if (bpf_map_update_elem(table, &rk, &rv, BPF_ANY))
 		sm_count(SM_CNT_MAP_ERROR, 1);
 }
 
-static __always_inline struct sm_revnat_value *sm_revnat_lookup(__u64 cookie, const __be32 *addr,
+/* The VIP an unconnected UDP socket sent to `addr`:`port`, from its pod's table, else the shared one. */
+static __always_inline struct sm_revnat_value *sm_revnat_lookup(__u64 cookie, __u64 netns, const __be32 *addr,
 								 __u8 family, __be16 port)
 {
 	struct sm_revnat_key rk;
 
-	__builtin_memset(&rk, 0, sizeof(rk));
-	rk.cookie = cookie;
-	rk.addr[0] = addr[0];
-	rk.addr[1] = addr[1];
-	rk.addr[2] = addr[2];
-	rk.addr[3] = addr[3];
-	rk.port = port;
-	rk.family = family;
+	struct sm_revnat_value *rv;
+	void *t = bpf_map_lookup_elem(&sm_revnat_pods, &netns);
+
+	sm_revnat_key_fill(&rk, cookie, addr, family, port);
+	if (t) {
+		rv = bpf_map_lookup_elem(t, &rk);
+		if (rv)
+			return rv;
+	}
+	/* Also a pod's socket that sent before its pod had a table (or before an upgrade). */
 	return bpf_map_lookup_elem(&sm_revnat, &rk);
 }
 

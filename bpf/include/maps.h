@@ -47,6 +47,41 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_revnat SEC(".maps");
 
+/*
+ * Per-pod unconnected-UDP translations: netns cookie of a local pod -> its own LRU (the agent
+ * creates one per pod namespace it knows, SM_REVNAT_POD_ENTRIES each, and drops it with the pod).
+ */
+#define SM_REVNAT_POD_ENTRIES 2048
+struct sm_revnat_pod {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SM_REVNAT_POD_ENTRIES);
+	__type(key, struct sm_revnat_key);
+	__type(value, struct sm_revnat_value);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct sm_revnat_pod); /* must be the last member */
+} sm_revnat_pods SEC(".maps");
+
+/*
+ * Address of a local pod -> the netns cookie of the namespace the agent found holding it (the
+ * pod's own, see mesh-agent/datapath/netns.ts). Locality for same-node redirection: a socket joins
+ * sm_sockhash only if its own address is registered to its own namespace, and a peer is looked
+ * up in the namespace registered for the peer's address.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_ip_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_local_netns SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);

@@ -74,8 +74,8 @@ static __always_inline int sm_key_from_sockops(struct bpf_sock_ops *skops, struc
 	return 0;
 }
 
-/* The PEER's key, from sk_msg: what the peer's sockops stored for itself. */
-static __always_inline int sm_peer_key_from_msg(struct sk_msg_md *msg, struct sm_sock_key *k)
+/* The PEER's key, from sk_msg: what the peer's sockops stored for itself, in namespace `netns`. */
+static __always_inline int sm_peer_key_from_msg(struct sk_msg_md *msg, __u64 netns, struct sm_sock_key *k)
 {
 	struct sm_sock_key own;
 
@@ -83,6 +83,7 @@ static __always_inline int sm_peer_key_from_msg(struct sk_msg_md *msg, struct sm
 	if (SM_FILL_ADDRS(&own, msg))
 		return -1;
 	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = netns;
 	k->family = own.family;
 	k->local[0] = own.remote[0];
 	k->local[1] = own.remote[1];

@@ -78,8 +78,11 @@ struct sm_backend {
 };
 
 /*
- * sm_revnat: (socket cookie, backend address, backend port) -> the VIP the socket asked for.
- * Used by getpeername (TCP and connected UDP) and by recvmsg (unconnected UDP replies).
+ * Unconnected UDP: (socket cookie, backend address, backend port) -> the VIP the socket sent to,
+ * for the source of replies (recvmsg). One LRU per pod (sm_revnat_pods, by netns cookie), so one
+ * pod's churn only ever evicts its own entries; sm_revnat holds those of sockets in a namespace
+ * the agent has not given a table (and, read only, those of sockets translated before an upgrade).
+ * TCP and connected UDP keep their translation in socket-local storage (struct sm_sock_state).
  */
 struct sm_revnat_key {
 	__u64 cookie;
@@ -121,8 +124,15 @@ struct sm_local_ep {
  */
 #define SM_EP_F_PROBE 2u
 
-/* sm_sockhash key: one TCP socket, seen from its own side. */
+/*
+ * sm_sockhash key: one TCP socket, seen from its own side, in its own network namespace (netns
+ * cookie). The namespace is part of the key so that a socket can only ever be found by a peer
+ * that looks for it in the namespace the agent knows as the owner of its address
+ * (sm_local_netns): a socket with the same addresses in another namespace (a pod that put a
+ * victim's IPs on its own loopback, say in a user namespace) is another key, never a victim's peer.
+ */
 struct sm_sock_key {
+	__u64 netns;
 	__be32 local[4];
 	__be32 remote[4];
 	__be16 local_port;
@@ -142,7 +152,15 @@ struct sm_sock_state {
 	__be32 orig[4];
 	__be16 orig_port;
 	__u8 orig_family;
-	__u8 pad;
+	/*
+	 * 1: the last connect() was translated (to a backend or to the proxy): orig_* is the address
+	 * it asked for, which getpeername() shows (TCP and connected UDP; the translation lives and
+	 * dies with the socket, so no other socket's churn can evict it).
+	 */
+	__u8 xlated;
+	__u32 pad;
+	/* Set by sockops for a local pair: the netns cookie the peer socket is keyed by. */
+	__u64 peer_netns;
 };
 
 /*
@@ -177,6 +195,13 @@ struct sm_flow_key {
 /* sm_config (one entry): where the node's L7 proxy listens, and which cgroup it runs in. */
 #define SM_CFG_F_PROXY4 1u
 #define SM_CFG_F_PROXY6 2u
+/*
+ * Translate (and steer) connects of every socket in the meshed cgroup, enrolled pod or not
+ * (kube-proxy replacement style). Without it only callers the agent knows as a workload (their
+ * cgroup or netns has an identity) are translated; any other socket is left to the node's own
+ * service handling, as Istio ambient leaves pods it does not capture (a pod with a sidecar).
+ */
+#define SM_CFG_F_XLATE_ALL 4u
 
 struct sm_config {
 	__u64 proxy_cgroup_id; /* connects from this cgroup are never steered (the proxy's own) */

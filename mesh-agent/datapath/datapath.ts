@@ -9,6 +9,7 @@ import * as bpf from '../../native';
 import { DatapathError } from '../../core/errors';
 import { config as configCodec, COUNTER_NAMES, CounterName, DatapathConfig } from '../../abi/codecs';
 import { RawMap } from './maps';
+import { collectRetired, migrateRetired, type MigrationResult, restoreRetired, retiredDir, retireIncompatible, type RetiredMap } from './migrate';
 import { describeMissing, type KernelFeatures, missingRequired, probeFeatures } from './features';
 import * as pins from '../../abi/pins';
 import { DEFAULT_BPFFS_DIR, findCgroup2Mount, MAP_NAMES, type MapName, OBJECTS } from '../../abi/pins';
@@ -125,8 +126,7 @@ function sameProgram(progId: number, fresh: bpf.ProgInfo): boolean {
 }
 
 /** Calls `fn` for each program attached to the pinned sockhash (fds valid during the call). */
-function forEachSkMsgProgram(bpffsDir: string, fn: (id: number, progFd: number, mapFd: number) => void): void {
-  const sockhash = pins.mapPin(bpffsDir, 'sm_sockhash');
+function forEachSkMsgProgram(sockhash: string, fn: (id: number, progFd: number, mapFd: number) => void): void {
   if (!fs.existsSync(sockhash)) return;
   const mfd = bpf.objGet(sockhash);
   try {
@@ -154,6 +154,10 @@ export class Datapath {
   readonly programs: ProgramStatus[];
   /** What the kernel can do, as probed by install() (undefined for a datapath only opened). */
   features?: KernelFeatures;
+  /** Pinned maps install() found incompatible with this build and carried over (migrate.ts). */
+  migrations: MigrationResult[] = [];
+  /** Retired sockhashes still holding sockets from before an upgrade. */
+  retiredInUse: Array<{ pin: string; sockets: number }> = [];
   private rcuInnerFd = -1;
 
   private constructor(bpffsDir: string, maps: Record<MapName, RawMap>, programs: ProgramStatus[]) {
@@ -195,6 +199,7 @@ export class Datapath {
 
     const objects: bpf.BpfObject[] = [];
     const programs: ProgramStatus[] = [];
+    let retired: RetiredMap[] = [];
     let cgFd = -1;
     try {
       for (const name of OBJECTS) {
@@ -202,16 +207,25 @@ export class Datapath {
         if (!fs.existsSync(file)) {
           throw new DatapathError('SM_NOT_INSTALLED', `${file} not found: run \`npm run build\` first`);
         }
-        const obj = bpf.BpfObject.open(file, { pinRoot: mapsDir, maxEntries });
-        objects.push(obj);
+        objects.push(bpf.BpfObject.open(file, { pinRoot: mapsDir, maxEntries }));
+      }
+      // Pins this build cannot reuse (capacity or layout changed) are moved aside first and
+      // carried over once the new programs run (migrate.ts), instead of refusing to start.
+      const wanted = new Map<string, bpf.MapDesc>();
+      for (const o of objects) for (const m of o.maps()) if (!m.internal && !wanted.has(m.name)) wanted.set(m.name, m);
+      retired = retireIncompatible(bpffsDir, wanted);
+      for (const [i, obj] of objects.entries()) {
+        const name = OBJECTS[i];
         try {
           obj.load();
         } catch (e) {
+          restoreRetired(bpffsDir, retired);
+          retired = [];
           const err = e as bpf.BpfError;
           if (err.code === 'EINVAL' && /pin|reuse|mismatch|incompatible/i.test(err.message)) {
             throw new DatapathError(
               'SM_MAP_MISMATCH',
-              `${name}: a map pinned under ${mapsDir} does not match this build (capacity or layout changed). ` +
+              `${name}: a map pinned under ${mapsDir} does not match this build (its flags changed). ` +
                 `Remove the datapath (sockmesh datapath remove) or keep the old settings.`,
               { cause: e },
             );
@@ -229,6 +243,8 @@ export class Datapath {
       for (const { p } of all.filter((x) => !isMsg(x))) programs.push(Datapath.attachCgroupProgram(p, cgFd, cg.id, linksDir));
       const dp = new Datapath(bpffsDir, Datapath.openMaps(bpffsDir), programs);
       dp.features = features;
+      dp.migrations = migrateRetired(bpffsDir, retired);
+      dp.retiredInUse = collectRetired(bpffsDir).inUse;
       return dp;
     } finally {
       if (cgFd >= 0) bpf.closeFd(cgFd);
@@ -353,7 +369,7 @@ export class Datapath {
         bpf.closeFd(fd);
       }
     }
-    forEachSkMsgProgram(bpffsDir, (id, pfd) => {
+    forEachSkMsgProgram(pins.mapPin(bpffsDir, 'sm_sockhash'), (id, pfd) => {
       const pi = bpf.progInfo(pfd);
       out.push({ name: pi.name, attachType: attachTypeName(bpf.consts.BPF_SK_MSG_VERDICT), progId: id, tag: pi.tag });
     });
@@ -377,14 +393,42 @@ export class Datapath {
    * steered); null: steer nothing. Takes effect for the next connect.
    */
   configureProxy(cfg: DatapathConfig | null): void {
-    const v = cfg ? configCodec.encode(cfg) : Buffer.alloc(configCodec.size);
+    const translateAll = this.translatesAll();
+    const v = configCodec.encode({ ...(cfg ?? { proxyCgroupId: 0n, proxyPort: 0 }), translateAll });
     bpf.mapUpdate(this.maps.sm_config.fd, Buffer.alloc(4), v, bpf.consts.BPF_ANY);
   }
 
-  proxyConfig(): DatapathConfig | null {
+  /**
+   * Unpin the sockhashes retired by an upgrade that no longer hold a socket (their sk_msg program
+   * goes with them); the rest stay in retiredInUse. Returns the pins removed.
+   */
+  collectRetired(): string[] {
+    const r = collectRetired(this.bpffsDir);
+    this.retiredInUse = r.inUse;
+    return r.removed;
+  }
+
+  /**
+   * Translate connects of every socket in the meshed cgroup (true), or only those of enrolled
+   * workloads and the node's proxy (false, the default). Takes effect for the next connect.
+   */
+  setTranslateAll(on: boolean): void {
+    const cur = this.rawConfig();
+    bpf.mapUpdate(this.maps.sm_config.fd, Buffer.alloc(4), configCodec.encode({ ...cur, translateAll: on }), bpf.consts.BPF_ANY);
+  }
+
+  translatesAll(): boolean {
+    return !!this.rawConfig().translateAll;
+  }
+
+  private rawConfig(): DatapathConfig {
     const v = bpf.mapLookup(this.maps.sm_config.fd, Buffer.alloc(4), configCodec.size);
-    const c = v ? configCodec.decode(v) : null;
-    return c && (c.proxy4 || c.proxy6) ? c : null;
+    return v ? configCodec.decode(v) : { proxyCgroupId: 0n, proxyPort: 0 };
+  }
+
+  proxyConfig(): DatapathConfig | null {
+    const c = this.rawConfig();
+    return c.proxy4 || c.proxy6 ? c : null;
   }
 
   /** Per-CPU counters, summed. */
@@ -429,10 +473,15 @@ export class Datapath {
       }
       fs.unlinkSync(p);
     }
-    forEachSkMsgProgram(bpffsDir, (_id, pfd, mapFd) => {
-      bpf.progDetach(pfd, mapFd, bpf.consts.BPF_SK_MSG_VERDICT);
-      detached.push(bpf.progInfo(pfd).name);
-    });
+    const sockhashes = [pins.mapPin(bpffsDir, 'sm_sockhash')];
+    const rd = retiredDir(bpffsDir);
+    if (fs.existsSync(rd)) for (const n of fs.readdirSync(rd)) if (n.startsWith('sm_sockhash.')) sockhashes.push(path.join(rd, n));
+    for (const pin of sockhashes) {
+      forEachSkMsgProgram(pin, (_id, pfd, mapFd) => {
+        bpf.progDetach(pfd, mapFd, bpf.consts.BPF_SK_MSG_VERDICT);
+        detached.push(bpf.progInfo(pfd).name);
+      });
+    }
     fs.rmSync(bpffsDir, { recursive: true, force: true });
     return { detached };
   }

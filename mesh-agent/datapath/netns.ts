@@ -15,6 +15,8 @@ import { canonicalIp } from '../../core/ip';
 export interface NetnsView {
   /** netns cookie -> the addresses configured in that namespace (canonical) */
   byCookie: Map<bigint, string[]>;
+  /** netns cookie -> the cgroup directories of the processes found in it */
+  cgroups: Map<bigint, string[]>;
   /** Namespaces that could not be read (a process gone between listing and reading is not one). */
   errors: string[];
 }
@@ -24,9 +26,9 @@ export class NetnsScanner {
 
   /** Every network namespace a process below the meshed cgroup is in. */
   scan(): NetnsView {
-    const view: NetnsView = { byCookie: new Map(), errors: [] };
-    const seen = new Set<bigint>();
-    for (const pid of pidsBelow(this.cgroupPath)) {
+    const view: NetnsView = { byCookie: new Map(), cgroups: new Map(), errors: [] };
+    const seen = new Map<bigint, bigint>(); // netns inode -> cookie
+    for (const [pid, cg] of pidsBelow(this.cgroupPath)) {
       const nsPath = `/proc/${pid}/ns/net`;
       let ino: bigint;
       try {
@@ -34,14 +36,21 @@ export class NetnsScanner {
       } catch {
         continue; // the process is gone
       }
-      if (seen.has(ino)) continue;
-      seen.add(ino);
+      const known = seen.get(ino);
+      if (known !== undefined) {
+        const cgs = view.cgroups.get(known);
+        if (cgs && !cgs.includes(cg)) cgs.push(cg);
+        continue;
+      }
+      seen.set(ino, -1n);
       try {
         // Re-read every scan: addresses are what identify the namespace, and they can change.
         const info = bpf.netnsInfo(nsPath);
         // Loopback and link-local included: they belong to no workload and match nothing.
         const addrs = info.addrs.map((a) => canonicalIp(a.replace(/%.*$/, ''))).filter((a): a is string => a !== undefined);
         view.byCookie.set(info.cookie, addrs);
+        view.cgroups.set(info.cookie, [cg]);
+        seen.set(ino, info.cookie);
       } catch (e) {
         if ((e as { code?: string }).code !== 'ENOENT') view.errors.push(`${nsPath}: ${(e as Error).message}`);
       }
@@ -50,11 +59,12 @@ export class NetnsScanner {
   }
 }
 
-function pidsBelow(cg: string): number[] {
-  const out: number[] = [];
+/** Every process below `cg`, with the cgroup directory it is in. */
+function pidsBelow(cg: string): Array<[number, string]> {
+  const out: Array<[number, string]> = [];
   const walk = (dir: string) => {
     try {
-      for (const l of fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n')) if (l) out.push(Number(l));
+      for (const l of fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n')) if (l) out.push([Number(l), dir]);
     } catch {
       return; // removed while we walked
     }

@@ -34,6 +34,9 @@ import {
   policyKey,
   PolicyValue,
   policyValue,
+  REVNAT_POD_ENTRIES,
+  revnatKey,
+  revnatValue,
   slotKey,
   SlotKey,
   SvcKey,
@@ -70,6 +73,8 @@ export interface DesiredState {
   cgroupIdentities: Map<bigint, LocalEp>;
   /** Identity of each local pod's network namespace, by cookie (callers without a known cgroup). */
   netnsIdentities: Map<bigint, LocalEp>;
+  /** Address of a local pod -> the netns cookie of its namespace (same-node redirection, localNetns()). */
+  localNetns: Map<string, bigint>;
   policy: CompiledPolicy;
   /** The HTTP rules the L7 proxy applies, one entry per destination it can see (VIP or backend). */
   proxyDestinations: L7Policy[];
@@ -134,6 +139,38 @@ export interface DesiredOptions {
    * without a known cgroup are named by the namespace that holds their addresses (netns.ts).
    */
   netns?: Map<bigint, string[]>;
+  /** cookie -> the cgroup directories of the processes found in that namespace (see localNetns). */
+  netnsCgroups?: Map<bigint, string[]>;
+}
+
+/**
+ * Which namespace is a local pod's own, address by address: the one namespace that holds the
+ * address among the namespaces of the pod's own processes (its cgroup, when known), or among all
+ * namespaces of the meshed cgroup otherwise. An address held by two candidates is given to neither
+ * (its sockets stay on TCP): a pod that copies another's address into a namespace of its own can
+ * cost that pod the fast path, never receive its bytes.
+ */
+export function localNetns(
+  workloads: Array<{ ips: string[]; cgroup?: string }>,
+  netns: Map<bigint, string[]>,
+  cgroups: Map<bigint, string[]> | undefined,
+): Map<string, bigint> {
+  const holders = new Map<string, bigint[]>();
+  for (const [cookie, addrs] of netns) for (const a of new Set(addrs)) holders.set(a, [...(holders.get(a) ?? []), cookie]);
+  const out = new Map<string, bigint>();
+  for (const w of workloads) {
+    const inPod = (cookie: bigint) => {
+      if (!w.cgroup) return true;
+      const cg = w.cgroup.replace(/\/+$/, '');
+      return (cgroups?.get(cookie) ?? []).some((c) => c === cg || c.startsWith(cg + '/'));
+    };
+    for (const text of w.ips) {
+      const ip = canonicalIp(text);
+      const c = (holders.get(ip) ?? []).filter(inPod);
+      if (c.length === 1) out.set(ip, c[0]);
+    }
+  }
+  return out;
 }
 
 export function desiredState(model: Model, nodeName: string | undefined, opts: DesiredOptions = {}): DesiredState {
@@ -262,6 +299,8 @@ export function desiredState(model: Model, nodeName: string | undefined, opts: D
     }
     for (const [cookie, key] of matchNamespaces(opts.netns, owner)) netnsIdentities.set(cookie, epOf.get(key)!);
   }
+  const local = nodeName === undefined ? [] : model.workloads.filter((w) => w.node === nodeName);
+  const localNs = opts.netns ? localNetns(local, opts.netns, opts.netnsCgroups) : new Map<string, bigint>();
   // L7 proxies (this node's and its peers'): the only sources let into ports with HTTP rules.
   for (const text of opts.proxies ?? []) {
     const ip = canonicalIp(text);
@@ -280,6 +319,7 @@ export function desiredState(model: Model, nodeName: string | undefined, opts: D
     ipIdentities,
     cgroupIdentities,
     netnsIdentities,
+    localNetns: localNs,
     policy,
     proxyDestinations: [...proxyDsts.values()],
     identities: new Map([...ids].map(([spiffe, n]) => [n, spiffe])),
@@ -306,6 +346,9 @@ export class Reconciler {
   private currentIpIds = new Map<string, LocalEp>();
   private currentCgIds = new Map<bigint, LocalEp>();
   private currentNsIds = new Map<bigint, LocalEp>();
+  private readonly localNs: TypedMap<IpKey, { id: bigint }>;
+  private currentLocalNs = new Map<string, { id: bigint }>();
+  private currentRevnatPods = new Set<bigint>();
   private currentPolDst = new Map<string, PolicyDst>();
   private currentPol = new Map<string, { key: PolicyKey; value: PolicyValue }>();
   private usedIds = new Set<number>();
@@ -326,6 +369,7 @@ export class Reconciler {
     this.ipIds = new TypedMap(dp.maps.sm_ip_identity, ipKey, localEp);
     this.cgIds = new TypedMap(dp.maps.sm_cgroup_identity, cgroupId, localEp);
     this.nsIds = new TypedMap(dp.maps.sm_netns_identity, cgroupId, localEp); // a u64 key as well
+    this.localNs = new TypedMap(dp.maps.sm_local_netns, ipKey, cgroupId); // a u64 value
     this.polDst = new TypedMap(dp.maps.sm_policy_dst, ipKey, policyDst);
     this.pol = new TypedMap(dp.maps.sm_policy, policyKey, policyValue);
   }
@@ -381,6 +425,10 @@ export class Reconciler {
     this.currentIpIds = new Map(this.ipIds.entries().map(([k, v]) => [k.ip, v]));
     this.currentCgIds = new Map(this.cgIds.entries().map(([k, v]) => [k.id, v]));
     this.currentNsIds = new Map(this.nsIds.entries().map(([k, v]) => [k.id, v]));
+    this.currentLocalNs = new Map(this.localNs.entries().map(([k, v]) => [k.ip, v]));
+    this.currentRevnatPods = new Set();
+    const outer = this.dp.maps.sm_revnat_pods;
+    for (let k = bpf.mapGetNextKey(outer.fd, null, 8); k; k = bpf.mapGetNextKey(outer.fd, k, 8)) this.currentRevnatPods.add(k.readBigUInt64LE(0));
     this.currentPolDst = new Map(this.polDst.entries().map(([k, v]) => [k.ip, v]));
     this.currentPol = new Map(this.pol.entries().map(([key, value]) => [policyEntryKey(key), { key, value }]));
     return { services: this.current.size, slots: this.slotEntries, localEps: this.currentEps.size, orphanSlotsDeleted: orphans.length };
@@ -590,7 +638,52 @@ export class Reconciler {
       this.currentEps.delete(ip);
       report.localEpsRemoved++;
     }
+    // 6. Which namespace owns each local address (same-node redirection), and each local pod
+    // namespace's own table of unconnected-UDP translations.
+    this.syncTable(
+      this.localNs,
+      this.currentLocalNs as Map<string | bigint, { id: bigint }>,
+      new Map([...desired.localNetns].map(([ip, id]) => [ip, { id }])) as Map<string | bigint, { id: bigint }>,
+      (k) => ({ ip: k as string }),
+      (a, b) => a.id === b.id,
+      report,
+    );
+    this.syncRevnatPods(new Set([...desired.localNetns.values(), ...desired.netnsIdentities.keys()]), report);
     return report;
+  }
+
+  /** One LRU per local pod namespace (sm_revnat_pods): created when the pod appears, dropped with it. */
+  private syncRevnatPods(want: Set<bigint>, report: ApplyReport): void {
+    const outer = this.dp.maps.sm_revnat_pods;
+    const key = (c: bigint) => {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(c);
+      return b;
+    };
+    for (const c of want) {
+      if (this.currentRevnatPods.has(c)) continue;
+      let inner = -1;
+      try {
+        inner = bpf.mapCreate(bpf.consts.BPF_MAP_TYPE_LRU_HASH, revnatKey.size, revnatValue.size, REVNAT_POD_ENTRIES, 'sm_revnat_pod');
+        const v = Buffer.alloc(4);
+        v.writeUInt32LE(inner);
+        bpf.mapUpdate(outer.fd, key(c), v, bpf.consts.BPF_ANY);
+        this.currentRevnatPods.add(c);
+      } catch (e) {
+        report.errors.push(kernelError(e, outer.name, outer.maxEntries, `revnat table of netns ${c}`));
+      } finally {
+        if (inner >= 0) bpf.closeFd(inner); // the outer map holds it now
+      }
+    }
+    for (const c of [...this.currentRevnatPods]) {
+      if (want.has(c)) continue;
+      try {
+        bpf.mapDelete(outer.fd, key(c));
+        this.currentRevnatPods.delete(c);
+      } catch (e) {
+        report.errors.push(kernelError(e, outer.name, outer.maxEntries, `removing the revnat table of netns ${c}`));
+      }
+    }
   }
 
   /** A small keyed table: write what differs, delete what is gone. */
