@@ -383,7 +383,9 @@ export interface SocketEntry {
   remote: string;
   /** The socket cookie (bpf_get_socket_cookie), as a decimal string. */
   cookie: string;
-  /** The peer socket (same pair, reversed) is in the sockhash too: data between them is redirected. */
+  /** The cookie of the socket's network namespace (part of its sockhash key), decimal. */
+  netns: string;
+  /** The peer socket (same pair, reversed, in the namespace that owns the remote address) is in the sockhash too: data between them is redirected. */
   paired: boolean;
 }
 
@@ -397,17 +399,23 @@ export function readSockets(dp: Datapath): SocketEntry[] {
       local: hostPort(s.local, s.localPort),
       remote: hostPort(s.remote, s.remotePort),
       cookie: values[i].length >= 8 ? values[i].readBigUInt64LE(0).toString() : '?',
+      netns: s.netns.toString(),
       paired: false,
     };
   });
-  const present = new Set(rows.map((r) => `${r.local}>${r.remote}`));
-  for (const r of rows) r.paired = present.has(`${r.remote}>${r.local}`);
+  // tuple -> the namespaces holding a socket with it; the peer is the reversed tuple in another one.
+  const byTuple = new Map<string, Set<string>>();
+  for (const r of rows) {
+    const t = `${r.local}>${r.remote}`;
+    byTuple.set(t, (byTuple.get(t) ?? new Set()).add(r.netns));
+  }
+  for (const r of rows) r.paired = [...(byTuple.get(`${r.remote}>${r.local}`) ?? [])].some((n) => n !== r.netns);
   return rows.sort((a, b) => a.local.localeCompare(b.local) || a.remote.localeCompare(b.remote));
 }
 
 export function formatSockets(s: SocketEntry[]): string {
   if (!s.length) return 'no sockets in sm_sockhash (no open same-node connection between meshed pods)';
-  return table([['LOCAL', 'REMOTE', 'COOKIE', 'PEER IN SOCKHASH'], ...s.map((x) => [x.local, x.remote, x.cookie, x.paired ? 'yes' : 'no'])]);
+  return table([['NETNS', 'LOCAL', 'REMOTE', 'COOKIE', 'PEER IN SOCKHASH'], ...s.map((x) => [x.netns, x.local, x.remote, x.cookie, x.paired ? 'yes' : 'no'])]);
 }
 
 // ---- command line -------------------------------------------------------------------------

@@ -19,13 +19,15 @@ commands:
   agent (--config FILE | --xds HOST:PORT | --kubernetes) [--kubernetes] --cgroup PATH [--bpffs DIR] [--node-name NAME]
         [--map-size MAP=N ...] [--xds-mode sotw|delta] [--xds-ca FILE [--xds-cert FILE --xds-key FILE]]
         [--xds-token-file FILE] [--cgroup-driver auto|systemd|cgroupfs|none] [--proxy-listen HOST:PORT [--proxy-listen [IPv6]:PORT] [--proxy-cgroup PATH] [--proxy-control SOCKET]]
-        [--peer-proxy IP ...] [--probe-source IP ...] [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
+        [--peer-proxy IP ...] [--probe-source IP ...] [--translate-unenrolled] [--admin 127.0.0.1:PORT|[::1]:PORT|unix:PATH|none]
         run the node agent: load or adopt the datapath, apply the model from FILE (reloaded on
         change) or from an xDS control plane (ADS), keep the kernel in step; the admin endpoint
         (loopback or unix socket only) serves /metrics, /healthz, /readyz, /config-dump, /debug/state;
         local ports with HTTP rules accept connections only from the proxy's addresses and --peer-proxy
         (the other nodes' proxies); TCP from --probe-source (a dedicated address that only kubelet's
-        connections are SNATed to) is let into local pods unjudged, as ztunnel lets probes in
+        connections are SNATed to) is let into local pods unjudged, as ztunnel lets probes in;
+        service addresses are translated for enrolled workloads only, for every process in the
+        --cgroup with --translate-unenrolled (kube-proxy replacement style)
   status [--bpffs DIR] [--json]
         attached programs, map usage and datapath counters
   dump services|endpoints|identities|policies|sockets [--bpffs DIR] [--json]
@@ -104,6 +106,7 @@ async function runAgent(args: string[]): Promise<void> {
       admin: { type: 'string', default: DEFAULT_ADMIN_LISTEN },
       kubernetes: { type: 'boolean', default: false },
       'cgroup-driver': { type: 'string', default: 'auto' },
+      'translate-unenrolled': { type: 'boolean', default: false },
     },
   });
   if (!values.cgroup || (values.config && values.xds) || (!values.config && !values.xds && !values.kubernetes)) {
@@ -174,6 +177,7 @@ async function runAgent(args: string[]): Promise<void> {
     bpffsDir: values.bpffs,
     nodeName: values['node-name'],
     mapSizes: parseMapSizes(values['map-size']),
+    translateUnenrolled: values['translate-unenrolled'],
     log,
     admin,
   });

@@ -50,6 +50,13 @@ export interface AgentOptions extends DatapathSettings {
    * SNATed to is safe here (README, "Kubelet probes"). None by default.
    */
   probeSources?: string[];
+  /**
+   * Translate service addresses for every socket in the meshed cgroup, also of processes that are
+   * no enrolled workload (kube-proxy replacement style). Default false: only sockets of enrolled
+   * workloads (a known pod cgroup or network namespace) are translated, so a pod that runs its own
+   * sidecar, or a process the mesh does not know, connects to the VIP untouched.
+   */
+  translateUnenrolled?: boolean;
   /** How often the network namespaces of the meshed cgroup are rescanned (default 2 s; see scanNetns). */
   netnsRescanMs?: number;
   log?: Logger;
@@ -86,6 +93,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private identities?: IdentityAllocator;
   private netns?: NetnsScanner;
   private netnsTimer?: NodeJS.Timeout;
+  private retiredTimer?: NodeJS.Timeout;
   private lastNetns = '';
   private nodeName = '';
   private releaseLock?: () => void;
@@ -156,6 +164,16 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       for (const p of this.dp.programs) {
         this.log.info('program', { name: p.name, attach: p.attachType, outcome: p.outcome, progId: p.progId, linkId: p.linkId });
+      }
+      for (const m of this.dp.migrations) this.log.info('pinned map migrated to a new layout or capacity', { ...m });
+      for (const r of this.dp.retiredInUse) this.log.info('old sockhash kept until its sockets close', r);
+      this.dp.setTranslateAll(!!this.opts.translateUnenrolled);
+      if (this.dp.retiredInUse.length) {
+        this.retiredTimer = setInterval(() => {
+          for (const pin of this.dp!.collectRetired()) this.log.info('old sockhash removed: its last socket closed', { pin });
+          if (!this.dp!.retiredInUse.length) clearInterval(this.retiredTimer);
+        }, 10_000);
+        this.retiredTimer.unref();
       }
       this.setUpProxy();
       this.reconciler = new Reconciler(this.dp);
@@ -256,8 +274,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       cfg.model.workloads.map((w) => spiffeId(w)),
       () => this.reconciler!.identitiesInUse(),
     );
-    const netns = this.scanNetns(cfg);
-    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies, probeSources: this.opts.probeSources, identities: numbered.ids, netns });
+    const desired = desiredState(cfg.model, this.nodeName, { maxSlots: this.opts.maxSlots, proxies, probeSources: this.opts.probeSources, identities: numbered.ids, ...this.scanNetns() });
     const warnings = desired.policy.warnings.join('\n');
     if (warnings !== this.lastPolicyWarnings) {
       this.lastPolicyWarnings = warnings;
@@ -303,24 +320,24 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /**
-   * Local workloads without a known cgroup (no Kubernetes source) are named by the network
-   * namespace that holds their addresses: scan the namespaces of the meshed cgroup now, and keep
-   * rescanning while such workloads exist (pods come and go without a config change).
+   * The network namespaces of the meshed cgroup, scanned now and rescanned while the agent runs
+   * (pods come and go without a config change). They decide two things: which namespace is a local
+   * pod's own, address by address (only then are its sockets paired on the same node: a namespace
+   * a pod made for itself never is), and the identity of local workloads without a known cgroup.
    */
-  private scanNetns(cfg: SourceSnapshot): Map<bigint, string[]> | undefined {
-    const needed = !!this.netns && cfg.model.workloads.some((w) => w.node === this.nodeName && !w.cgroup);
-    clearInterval(this.netnsTimer);
-    this.netnsTimer = undefined;
-    if (!needed) return undefined;
-    const view = this.netns!.scan();
-    for (const e of view.errors) this.log.warn('network namespace not read; its pod stays unresolved', { error: e });
-    this.lastNetns = netnsKey(view.byCookie);
-    this.netnsTimer = setInterval(() => {
-      const now = netnsKey(this.netns!.scan().byCookie);
-      if (now !== this.lastNetns && this.last.received) this.applyConfig(this.last.received.snapshot);
-    }, this.opts.netnsRescanMs ?? 2000);
-    this.netnsTimer.unref();
-    return view.byCookie;
+  private scanNetns(): { netns: Map<bigint, string[]>; netnsCgroups: Map<bigint, string[]> } | undefined {
+    if (!this.netns) return undefined;
+    const view = this.netns.scan();
+    for (const e of view.errors) this.log.warn('network namespace not read; its pod stays unresolved and off the same-node fast path', { error: e });
+    this.lastNetns = netnsKey(view.byCookie, view.cgroups);
+    if (!this.netnsTimer) {
+      this.netnsTimer = setInterval(() => {
+        const v = this.netns!.scan();
+        if (netnsKey(v.byCookie, v.cgroups) !== this.lastNetns && this.last.received) this.applyConfig(this.last.received.snapshot);
+      }, this.opts.netnsRescanMs ?? 2000);
+      this.netnsTimer.unref();
+    }
+    return { netns: view.byCookie, netnsCgroups: view.cgroups };
   }
 
   /** What the agent last received from its source and applied (admin /config-dump, /readyz). */
@@ -396,6 +413,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   stop(): void {
     clearTimeout(this.retryTimer);
     clearInterval(this.netnsTimer);
+    clearInterval(this.retiredTimer);
     this.admin?.close();
     this.admin = undefined;
     void this.metrics.close();
@@ -414,6 +432,6 @@ function applySummary(r: ApplyReport, at: Date): Record<string, unknown> {
   return { at: at.toISOString(), ...counts, errors: errors.map((e) => ({ code: e.code, message: e.message, ...(Object.keys(e.details ?? {}).length ? { details: e.details } : {}) })) };
 }
 
-function netnsKey(m: Map<bigint, string[]>): string {
-  return JSON.stringify([...m].map(([c, a]) => [String(c), [...a].sort()]).sort());
+function netnsKey(m: Map<bigint, string[]>, cgroups: Map<bigint, string[]>): string {
+  return JSON.stringify([...m].map(([c, a]) => [String(c), [...a].sort(), [...(cgroups.get(c) ?? [])].sort()]).sort());
 }
