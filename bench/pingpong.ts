@@ -291,6 +291,8 @@ export async function runPingpong(o: PingpongOptions & ScenarioOptions): Promise
       cgroupPath: sb.node('node1').cgroupPath,
       bpffsDir: bpffs1,
       proxy: l7 ? { host: proxyPod.ipv4, port: 15001, controlPath: control } : undefined,
+      // rc is meshed but not a workload: translated only if every socket of the cgroup is.
+      translateUnenrolled: true,
       log: createLogger({ level: 'warn' }),
     });
     const rep1 = await agent.start();

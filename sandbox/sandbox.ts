@@ -8,7 +8,8 @@
 //   per pod   : netns `${prefix}-${runId}-${node}-${pod}` with `lo` up and `eth0`, the pod end of a
 //               veth pair whose other end (`h-${pod}`, or `hp<N>` when that would exceed 15 chars)
 //               sits in the node netns attached to `br0`. Default route (v4, and v6 if enabled)
-//               via the bridge address.
+//               via the bridge address. A `sleep infinity` in the pod's cgroup and netns stands
+//               for Kubernetes' pause container (the agent finds pod namespaces through them).
 //   >= 2 nodes: every pair of node namespaces is joined by a veth pair (`xn<j>` in node i, `xn<i>`
 //               in node j), routes to the other nodes' pod subnets are added in the node
 //               namespaces only, and forwarding (v4 and v6) is enabled inside the node namespaces.
@@ -581,7 +582,35 @@ export class Sandbox {
         run(['ip', '-n', n.netns, '-batch', '-'], b.join('\n') + '\n');
       }
     }
+    this.startPause();
     debug(`created sandbox ${this.prefix}-${this.runId} (${nodeList.length} nodes, ${this.pods.size} pods) in ${Date.now() - t0} ms`);
+  }
+
+  /**
+   * One long-lived process per pod in the pod's cgroup and network namespace, as Kubernetes' pause
+   * container: the agent finds a pod's namespace through the processes of its cgroup, so every pod
+   * has one from its creation to its teardown (which kills it with the cgroup). Returns once each
+   * of them has entered its namespace.
+   */
+  private startPause(): void {
+    const waiting = new Map<number, bigint>();
+    for (const q of this.pods.values()) {
+      const child = this.spawnIn(q.cgroupPath, q.netns, ['sleep', 'infinity'], { stdio: 'ignore', hostSys: true });
+      child.unref();
+      if (child.pid) waiting.set(child.pid, fs.statSync(path.join(NETNS_DIR, q.netns), { bigint: true }).ino);
+    }
+    const deadline = Date.now() + scaled(10_000);
+    while (waiting.size && Date.now() < deadline) {
+      for (const [pid, ino] of waiting) {
+        try {
+          if (fs.statSync(`/proc/${pid}/ns/net`, { bigint: true }).ino === ino) waiting.delete(pid);
+        } catch {
+          throw new Error(`sandbox: a pod's pause process (pid ${pid}) exited before entering its network namespace`);
+        }
+      }
+      if (waiting.size) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+    if (waiting.size) throw new Error(`sandbox: ${waiting.size} pause processes did not enter their network namespace`);
   }
 
   // ---- lookups

@@ -12,7 +12,7 @@ import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import { Model } from '../core/model';
 import { parseJsonLines, PODTOOL_PATH, Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { scaled } from '../sandbox/time-scale';
-import { kernelSkip } from './kernel';
+import { kernelSkip, podNamespaces } from './kernel';
 
 const VIP = '198.19.0.30';
 const BACKENDS = ['web1', 'web2', 'web3'];
@@ -26,6 +26,9 @@ describe('[kernel] atomic backend replacement under load', kernelSkip(), () => {
     sb = await Sandbox.create({ nodes: [{ name: 'node1', pods: [{ name: 'client' }, ...BACKENDS.map((name) => ({ name }))] }] });
     for (const b of BACKENDS) servers.push(await sb.startServer(b, ['serve', '--port', '8080', '--mode', 'id', '--name', b]));
     dp = Datapath.install({ cgroupPath: sb.node('node1').cgroupPath, bpffsDir: path.join(sb.ensureBpffsDir(), 'swap') });
+    // The client is not a declared workload: translate every socket of the meshed cgroup
+    // (--translate-unenrolled), as a node without enrollment would.
+    dp.setTranslateAll(true);
   });
 
   after(async () => {
@@ -43,7 +46,7 @@ describe('[kernel] atomic backend replacement under load', kernelSkip(), () => {
       endpoints: [{ service: 'default/rot', address: sb.pod(backend).ipv4, weight: 1, healthy: true }],
       workloads: [],
     });
-    assert.deepEqual(rec.apply(desiredState(model(BACKENDS[0]), 'node1')).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model(BACKENDS[0]), 'node1', podNamespaces(sb))).errors, []);
     const c0 = dp.counters();
 
     const child = sb.spawn('client', [process.execPath, PODTOOL_PATH, 'connect-loop', '--target', `${VIP}:80`, '--duration-ms', String(scaled(4000))], {
@@ -60,7 +63,7 @@ describe('[kernel] atomic backend replacement under load', kernelSkip(), () => {
     for (let k = 1; running; k++) {
       const backend = BACKENDS[k % BACKENDS.length];
       const start = process.hrtime.bigint();
-      const r = rec.apply(desiredState(model(backend), 'node1'));
+      const r = rec.apply(desiredState(model(backend), 'node1', podNamespaces(sb)));
       const end = process.hrtime.bigint();
       assert.deepEqual(r.errors, []);
       applies.push({ start, end, backend });

@@ -9,7 +9,7 @@ import { Model } from '../core/model';
 import { svcKey, SvcValue, svcValue } from '../abi/codecs';
 import { TypedMap } from '../mesh-agent/datapath/maps';
 import { Sandbox } from '../sandbox/sandbox';
-import { kernelSkip } from './kernel';
+import { kernelSkip, podNamespaces } from './kernel';
 import * as path from 'node:path';
 
 function model(backendsPerService: number[]): Model {
@@ -48,14 +48,14 @@ describe('[kernel] map capacity', kernelSkip(), () => {
   });
 
   test('a backend table that does not fit is refused whole; the service keeps its old table', () => {
-    let r = rec.apply(desiredState(model([3, 2]), 'node1'));
+    let r = rec.apply(desiredState(model([3, 2]), 'node1', podNamespaces(sb)));
     assert.deepEqual(r.errors, []);
     assert.equal(dp.maps.sm_backends.count(), 5);
     const svc1 = svcEntry(1)!;
 
     // svc1 grows to 6 backends: the new generation (6) would sit beside the old slots (5) -> 11 > 8.
     // svc2 (1 backend) fits and is applied in the same pass.
-    r = rec.apply(desiredState(model([3, 6, 1]), 'node1'));
+    r = rec.apply(desiredState(model([3, 6, 1]), 'node1', podNamespaces(sb)));
     assert.equal(r.errors.length, 1);
     const e = r.errors[0];
     assert.equal(e.code, 'SM_MAP_FULL');
@@ -67,13 +67,13 @@ describe('[kernel] map capacity', kernelSkip(), () => {
   });
 
   test('room freed by removals in the same apply is used in the same apply', () => {
-    rec.apply(desiredState(model([]), 'node1'));
-    assert.deepEqual(rec.apply(desiredState(model([5]), 'node1')).errors, []);
+    rec.apply(desiredState(model([]), 'node1', podNamespaces(sb)));
+    assert.deepEqual(rec.apply(desiredState(model([5]), 'node1', podNamespaces(sb))).errors, []);
     // Swap svc0 (5 slots) for a service at another index (5 slots) in a map of 8: the old slots go
     // only after the RCU wait, so the first pass cannot fit the new one; the retry pass must.
     const swapped = model([0, 5]);
     swapped.services = swapped.services.filter((x) => x.name !== 'svc0');
-    const r = rec.apply(desiredState(swapped, 'node1'));
+    const r = rec.apply(desiredState(swapped, 'node1', podNamespaces(sb)));
     assert.deepEqual(r.errors, []);
     assert.equal(r.added, 1);
     assert.equal(r.removed, 1);
@@ -81,8 +81,8 @@ describe('[kernel] map capacity', kernelSkip(), () => {
   });
 
   test('a service that does not fit in sm_services is refused with the map named', () => {
-    rec.apply(desiredState(model([]), 'node1'));
-    const r = rec.apply(desiredState(model([1, 1, 1, 1, 1]), 'node1'));
+    rec.apply(desiredState(model([]), 'node1', podNamespaces(sb)));
+    const r = rec.apply(desiredState(model([1, 1, 1, 1, 1]), 'node1', podNamespaces(sb)));
     assert.equal(r.errors.length, 1);
     assert.equal(r.errors[0].code, 'SM_MAP_FULL');
     assert.match(r.errors[0].message, /map sm_services is full \(capacity 4\)/);

@@ -259,10 +259,13 @@ describe('[kernel] sockmesh dump / trace / config-dump on a real datapath', kern
     assert.equal(back.paired, true);
     assert.match(out.cookie, /^\d+$/);
     assert.notEqual(out.cookie, back.cookie);
-    assert.deepEqual(Object.keys(out).sort(), ['cookie', 'local', 'paired', 'remote']);
+    // Each end is keyed with its own pod's network namespace (the client's, the backend's).
+    assert.match(out.netns, /^\d+$/);
+    assert.notEqual(out.netns, back.netns);
+    assert.deepEqual(Object.keys(out).sort(), ['cookie', 'local', 'netns', 'paired', 'remote']);
     const t = await text(['dump', 'sockets']);
-    assert.match(t, /^LOCAL\s+REMOTE\s+COOKIE\s+PEER IN SOCKHASH$/m);
-    assert.match(t, new RegExp(`^${me.replace(/\./g, '\\.')}\\s+${out.remote.replace(/\./g, '\\.')}\\s+${out.cookie}\\s+yes$`, 'm'));
+    assert.match(t, /^NETNS\s+LOCAL\s+REMOTE\s+COOKIE\s+PEER IN SOCKHASH$/m);
+    assert.match(t, new RegExp(`^${out.netns}\\s+${me.replace(/\./g, '\\.')}\\s+${out.remote.replace(/\./g, '\\.')}\\s+${out.cookie}\\s+yes$`, 'm'));
 
     // Closed: the kernel removes both sockets from the sockhash.
     process.kill(-h.pid!, 'SIGKILL');

@@ -17,7 +17,7 @@ import type { L4Policy, Model, Workload } from '../core/model';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { PODTOOL_PATH as PODTOOL } from '../sandbox/sandbox';
 import { scaled, waitUntil } from '../sandbox/time-scale';
-import { kernelSkip } from './kernel';
+import { kernelSkip, podNamespaces } from './kernel';
 
 const VIP4 = '198.19.0.80';
 const VIP6 = 'fd53:6f63:6b99::80';
@@ -139,7 +139,7 @@ describe('[kernel] authorization at the destination: no way around the L7 proxy'
     rec = new Reconciler(dp);
     rec.adopt();
     const proxies = [sb.pod('proxy').ipv4, sb.pod('proxy').ipv6!];
-    const desired = desiredState(model(), 'node1', { proxies });
+    const desired = desiredState(model(), 'node1', { ...podNamespaces(sb), proxies });
     assert.deepEqual(rec.apply(desired).errors, []);
     // The proxy stand-in needs no table: every destination counts as acknowledged.
     L7Readiness.set(dp, desired.proxyDestinations);
@@ -315,13 +315,13 @@ describe('[kernel] authorization at the destination: no way around the L7 proxy'
     const proxies = [sb.pod('proxy').ipv4, sb.pod('proxy').ipv6!];
     const probe = async (target: string) => (await sb.podtool('outsider', ['ids', '--target', target, '--count', '1', '--connect-timeout-ms', '1500'])).last;
     try {
-      assert.deepEqual(rec.apply(desiredState(model(), 'node1', { proxies, probeSources: [sb.pod('outsider').ipv4, sb.pod('outsider').ipv6!] })).errors, []);
+      assert.deepEqual(rec.apply(desiredState(model(), 'node1', { ...podNamespaces(sb), proxies, probeSources: [sb.pod('outsider').ipv4, sb.pod('outsider').ipv6!] })).errors, []);
       // The port with HTTP rules and the one behind an ALLOW list that does not name it.
       for (const target of [`${web().ipv4}:8080`, `[${web().ipv6}]:8080`, `${web().ipv4}:8081`]) assert.deepEqual((await probe(target)).ids, { web: 1 }, target);
       const udp = (await sb.podtool('outsider', ['udp', '--target', `${web().ipv4}:5353`, '--count', '1', '--reply-timeout-ms', '1500'])).last;
       assert.equal(udp.received, 0, JSON.stringify(udp));
     } finally {
-      assert.deepEqual(rec.apply(desiredState(model(), 'node1', { proxies })).errors, []);
+      assert.deepEqual(rec.apply(desiredState(model(), 'node1', { ...podNamespaces(sb), proxies })).errors, []);
     }
     // Not a probe source any more: judged again.
     assert.deepEqual((await probe(`${web().ipv4}:8081`)).errors, { ETIMEDOUT: 1 });

@@ -11,7 +11,7 @@ import { Datapath } from '../mesh-agent/datapath/datapath';
 import { IdentityAllocator } from '../mesh-agent/datapath/identities';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
-import { kernelSkip } from './kernel';
+import { kernelSkip, podNamespaces } from './kernel';
 
 /** Two service accounts of namespace `ns` whose SPIFFE ids have the same 31-bit FNV hash. */
 function collidingAccounts(ns: string): [string, string] {
@@ -111,7 +111,7 @@ describe('[kernel] identity numbers: pinned, collision-free, stable', kernelSkip
     const rec = new Reconciler(dp);
     rec.adopt();
     const ids = new IdentityAllocator(dp).assign(model.workloads.map(spiffeId), () => rec.identitiesInUse()).ids;
-    assert.deepEqual(rec.apply(desiredState(model, 'node1', { identities: ids })).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model, 'node1', { ...podNamespaces(sb), identities: ids })).errors, []);
     const connect = async (pod: string) => (await sb.podtool(pod, ['connect', '--target', `${sb.pod('web').ipv4}:8080`, '--connect-timeout-ms', '1500'])).last;
     assert.equal((await connect('a')).err, 'EACCES');
     assert.equal((await connect('b')).ok, true);
@@ -143,7 +143,7 @@ describe('[kernel] identity numbers: pinned, collision-free, stable', kernelSkip
     const apply = (ns: string) => {
       const m = model(ns);
       const ids = alloc.assign(m.workloads.map(spiffeId), () => rec.identitiesInUse()).ids;
-      const r = rec.apply(desiredState(m, 'node1', { identities: ids }));
+      const r = rec.apply(desiredState(m, 'node1', { ...podNamespaces(sb), identities: ids }));
       assert.deepEqual(r.errors, []);
     };
     apply('bad');

@@ -17,7 +17,7 @@ import { peerIp } from '../proxy/server';
 import { Datapath } from '../mesh-agent/datapath/datapath';
 import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import { Sandbox } from '../sandbox/sandbox';
-import { kernelSkip } from './kernel';
+import { kernelSkip, podNamespaces } from './kernel';
 
 /** 10.1.2.3 in every form a config, a feed or a socket may use. */
 const ADDRESS_FORMS = ['10.1.2.3', '::ffff:10.1.2.3', '::FFFF:10.1.2.3', '::ffff:a01:203', '0:0:0:0:0:ffff:0a01:0203'];
@@ -163,7 +163,7 @@ describe('[kernel] a DENY written in IPv4-mapped form holds for IPv4 pods in the
   test("the client's address as ::ffff:a.b.c.d/128 denies it by pod IP and VIP; another pod still connects", async () => {
     const rec = new Reconciler(dp);
     rec.adopt();
-    assert.deepEqual(rec.apply(desiredState(model([`::ffff:${sb.pod('client').ipv4}`, 128]), 'node1')).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model([`::ffff:${sb.pod('client').ipv4}`, 128]), 'node1', podNamespaces(sb))).errors, []);
     const web = sb.pod('web').ipv4;
     assert.equal((await connect('client', `${web}:8080`)).err, 'EACCES');
     assert.equal((await connect('client', `${VIP}:80`)).err, 'EACCES');

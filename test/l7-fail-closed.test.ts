@@ -12,7 +12,7 @@ import { desiredState, Reconciler, type DesiredState } from '../mesh-agent/datap
 import { L7Readiness } from '../mesh-agent/datapath/l7-ready';
 import type { Model } from '../core/model';
 import { Sandbox } from '../sandbox/sandbox';
-import { kernelSkip } from './kernel';
+import { kernelSkip, podNamespaces } from './kernel';
 
 const VIP4 = '198.19.0.70';
 const VIP6 = 'fd53:6f63:6b99::70';
@@ -66,11 +66,14 @@ describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
     // Stands in for the L7 proxy: whoever reaches it was steered.
     await sb.startServer('proxy', ['serve', '--port', '15001', '--mode', 'id', '--name', 'proxy']);
     dp = Datapath.install({ cgroupPath: sb.node('node1').cgroupPath, bpffsDir: path.join(sb.ensureBpffsDir(), 'l7fc') });
+    // The client is not a declared workload: translate every socket of the meshed cgroup
+    // (--translate-unenrolled), as a node without enrollment would.
+    dp.setTranslateAll(true);
     const rec = new Reconciler(dp);
     rec.adopt();
     // The client plays the proxy in the last test: its addresses are the proxy's (SM_EP_F_PROXY).
     const proxies = [sb.pod('client').ipv4, sb.pod('client').ipv6!];
-    desired = desiredState(model(), 'node1', { proxies });
+    desired = desiredState(model(), 'node1', { ...podNamespaces(sb), proxies });
     assert.deepEqual(rec.apply(desired).errors, []);
     // The proxy stand-in needs no table: every destination counts as acknowledged.
     L7Readiness.set(dp, desired.proxyDestinations);

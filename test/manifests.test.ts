@@ -525,9 +525,9 @@ describe('manifests', () => {
       assert.deepEqual(expanded('proxy').argv.slice(0, 2), ['sockmesh', 'proxy']);
     });
 
-    test('host network, no host PID, cluster DNS, node-critical, every taint tolerated, one node at a time', () => {
+    test('host network, host PID (to find pod network namespaces), cluster DNS, node-critical, every taint tolerated, one node at a time', () => {
       assert.equal(pod.hostNetwork, true);
-      assert.notEqual(pod.hostPID, true);
+      assert.equal(pod.hostPID, true, 'the agent reads /proc/<pid>/ns/net of pod processes: same-node pairing needs it');
       assert.notEqual(pod.hostIPC, true);
       assert.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet');
       assert.equal(pod.priorityClassName, 'system-node-critical');

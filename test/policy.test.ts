@@ -10,7 +10,7 @@ import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import { identityTable, spiffeId } from '../core/identity';
 import type { L4Expr, L4Policy, Model, Workload } from '../core/model';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
-import { kernelSkip } from './kernel';
+import { kernelSkip, podNamespaces } from './kernel';
 
 /** The kernel's lookup order (bpf/include/policy.h), over the compiled tables. */
 function kernelVerdict(model: Model, dstIp: string, port: number, identity: number): number {
@@ -146,7 +146,7 @@ describe('[kernel] L4 policy enforced in the kernel', kernelSkip(), () => {
     dp = Datapath.install({ cgroupPath: sb.node('node1').cgroupPath, bpffsDir: path.join(sb.ensureBpffsDir(), 'pol') });
     rec = new Reconciler(dp);
     rec.adopt();
-    assert.deepEqual(rec.apply(desiredState(model(false), 'node1')).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model(false), 'node1', podNamespaces(sb))).errors, []);
   });
 
   after(async () => {
@@ -183,9 +183,9 @@ describe('[kernel] L4 policy enforced in the kernel', kernelSkip(), () => {
   });
 
   test('a policy change applies to the next connection', async () => {
-    assert.deepEqual(rec.apply(desiredState(model(true), 'node1')).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model(true), 'node1', podNamespaces(sb))).errors, []);
     assert.equal((await connect('other', `${sb.pod('web').ipv4}:8080`)).ok, true);
-    assert.deepEqual(rec.apply(desiredState(model(false), 'node1')).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model(false), 'node1', podNamespaces(sb))).errors, []);
     assert.equal((await connect('other', `${sb.pod('web').ipv4}:8080`)).err, 'EACCES');
   });
 });
@@ -239,14 +239,14 @@ describe('[kernel] L4 policy tables switch make-before-break', kernelSkip(), () 
   });
 
   test('a change that does not fit leaves the previous table in force, whole; a later one that fits applies', async () => {
-    assert.deepEqual(rec.apply(desiredState(model([8080]), 'node1')).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model([8080]), 'node1', podNamespaces(sb))).errors, []);
     const before = dp.maps.sm_policy.count();
     assert.ok(before <= 6, `the small table takes ${before} rows`);
     assert.equal((await connect('client', 8080)).ok, true);
     assert.equal((await connect('client', 8081)).err, 'EACCES');
     // 20 ports: far more rows than the map has room for beside the table in force.
     const big = Array.from({ length: 20 }, (_, i) => 8081 + i);
-    const r = rec.apply(desiredState(model(big), 'node1'));
+    const r = rec.apply(desiredState(model(big), 'node1', podNamespaces(sb)));
     assert.ok(r.errors.some((e) => e.code === 'SM_MAP_FULL'), JSON.stringify(r.errors.map((e) => e.message)));
     assert.equal(r.policyDstsChanged, 0, 'no destination switched to the incomplete table');
     // The previous table decides, exactly as before: 8080 open to the client, 8081 not.
@@ -254,7 +254,7 @@ describe('[kernel] L4 policy tables switch make-before-break', kernelSkip(), () 
     assert.equal((await connect('client', 8081)).err, 'EACCES');
     assert.equal((await connect('other', 8080)).err, 'EACCES');
     // A change that fits replaces it (and the rows of the attempt that did not fit are collected).
-    assert.deepEqual(rec.apply(desiredState(model([8081]), 'node1')).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model([8081]), 'node1', podNamespaces(sb))).errors, []);
     assert.equal((await connect('client', 8081)).ok, true);
     assert.equal((await connect('client', 8080)).err, 'EACCES');
     assert.ok(dp.maps.sm_policy.count() <= before, 'no rows left behind');

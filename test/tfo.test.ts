@@ -13,7 +13,7 @@ import { desiredState, Reconciler } from '../mesh-agent/datapath/reconciler';
 import type { Model } from '../core/model';
 import { Sandbox, ServerHandle } from '../sandbox/sandbox';
 import { waitUntil } from '../sandbox/time-scale';
-import { kernelSkip } from './kernel';
+import { kernelSkip, podNamespaces } from './kernel';
 
 const TFO = path.resolve(__dirname, '..', '..', 'build', 'tools', 'tfo');
 
@@ -36,7 +36,7 @@ describe('[kernel] TCP Fast Open stays on TCP', kernelSkip(), () => {
     const model: Model = { services: [], endpoints: [], workloads: [w('client'), w('server')] };
     const rec = new Reconciler(dp);
     rec.adopt();
-    assert.deepEqual(rec.apply(desiredState(model, 'node1')).errors, []);
+    assert.deepEqual(rec.apply(desiredState(model, 'node1', podNamespaces(sb))).errors, []);
     servers.push(await sb.startServer('server', ['serve', '--port', '7071', '--mode', 'echo', '--name', 'server']));
     server = sb.spawn('server', [TFO, 'serve', '--port', '7070'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
