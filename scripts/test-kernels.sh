@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 kernels=("$@")
 [ ${#kernels[@]} -gt 0 ] || kernels=(6.1 6.12)
-read -r -a files <<<"${SOCKMESH_KERNEL_TESTS:-native datapath policy proxy-e2e l7-fail-closed dest-authz identities tfo atomic-swap ip-forms features zz-leftovers}"
+read -r -a files <<<"${SOCKMESH_KERNEL_TESTS:-native datapath policy proxy-e2e l7-fail-closed dest-authz identities tfo isolation atomic-swap ip-forms features zz-leftovers}"
 
 summary=()
 status=0

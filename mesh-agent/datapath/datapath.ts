@@ -475,7 +475,7 @@ export class Datapath {
     }
     const sockhashes = [pins.mapPin(bpffsDir, 'sm_sockhash')];
     const rd = retiredDir(bpffsDir);
-    if (fs.existsSync(rd)) for (const n of fs.readdirSync(rd)) if (n.startsWith('sm_sockhash.')) sockhashes.push(path.join(rd, n));
+    if (fs.existsSync(rd)) for (const n of fs.readdirSync(rd)) if (n.startsWith('sm_sockhash-')) sockhashes.push(path.join(rd, n));
     for (const pin of sockhashes) {
       forEachSkMsgProgram(pin, (_id, pfd, mapFd) => {
         bpf.progDetach(pfd, mapFd, bpf.consts.BPF_SK_MSG_VERDICT);

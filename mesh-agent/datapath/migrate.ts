@@ -82,7 +82,8 @@ export function retireIncompatible(bpffsDir: string, wanted: Map<string, bpf.Map
     const why = difference(old, want);
     if (!why) continue;
     fs.mkdirSync(retiredDir(bpffsDir), { recursive: true });
-    const to = path.join(retiredDir(bpffsDir), `${name}.${old.id}`);
+    // bpffs refuses names with a dot (EPERM): <map>-<old map id>.
+    const to = path.join(retiredDir(bpffsDir), `${name}-${old.id}`);
     fs.renameSync(pin, to);
     out.push({ name, pin: to, old, why });
   }
