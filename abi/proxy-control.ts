@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { L7Policy } from '../core/model';
+import * as bpf from '../native';
 
 export const DEFAULT_PROXY_CONTROL = '/run/sockmesh/proxy.sock';
 
@@ -33,9 +34,31 @@ export interface ProxyHello {
 
 /** This process's cgroup v2 id: the inode of its cgroup directory (cgroup namespaces included). */
 export function ownCgroupId(cgroup2Mount: string): bigint {
-  const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
-  if (!line) throw new Error('no cgroup v2 entry in /proc/self/cgroup');
+  return cgroupIdOf('self', cgroup2Mount);
+}
+
+/** The cgroup v2 id of a process ('self' or a pid visible here), as seen from this process's cgroup namespace. */
+export function cgroupIdOf(pid: number | 'self', cgroup2Mount: string): bigint {
+  const line = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  if (!line) throw new Error(`no cgroup v2 entry in /proc/${pid}/cgroup`);
   return fs.statSync(path.join(cgroup2Mount, line.slice(3)), { bigint: true }).ino;
+}
+
+/**
+ * Whether a hello may be believed: the cgroup it names must be the one the process that listens
+ * on the control socket runs in (SO_PEERCRED), or whoever binds the socket could exempt any cgroup
+ * from steering. null when it holds, else why not.
+ */
+export function checkHello(h: ProxyHello, peerPid: number, cgroup2Mount: string): string | null {
+  if (!peerPid) return 'the process behind the control socket is not visible from here (another pid namespace: the agent needs hostPID)';
+  let actual: bigint;
+  try {
+    actual = cgroupIdOf(peerPid, cgroup2Mount);
+  } catch (e) {
+    return `cannot read the cgroup of pid ${peerPid}: ${(e as Error).message}`;
+  }
+  if (actual !== BigInt(h.cgroupId)) return `the hello names cgroup ${h.cgroupId}, but the process behind the socket (pid ${peerPid}) runs in cgroup ${actual}`;
+  return null;
 }
 
 function lines(sock: net.Socket, onLine: (l: string) => void): void {
@@ -122,7 +145,7 @@ export function parseProxyLine(line: string): ProxyHello | ProxyReply | string {
  * a reply (ignored), and 'down' when a connected proxy goes away (whatever it had
  * acknowledged is then gone with it).
  */
-export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hello: [ProxyHello]; error: [Error]; invalid: [string]; down: [] }> {
+export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hello: [ProxyHello, number]; error: [Error]; invalid: [string]; down: [] }> {
   private sock?: net.Socket;
   private latest?: ProxyConfigMessage;
   private timer?: NodeJS.Timeout;
@@ -136,14 +159,22 @@ export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hell
   private connect(): void {
     if (this.closed) return;
     const sock = net.connect(this.socketPath);
+    // The pid of the process that listens on the socket (SO_PEERCRED), for checking its hello.
+    let peerPid = 0;
     sock.on('connect', () => {
       this.sock = sock;
+      const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      try {
+        if (typeof fd === 'number' && fd >= 0) peerPid = bpf.peerCred(fd).pid;
+      } catch {
+        peerPid = 0; // not believed: checkHello says why
+      }
       if (this.latest) sock.write(JSON.stringify(this.latest) + '\n');
     });
     lines(sock, (l) => {
       const m = parseProxyLine(l);
       if (typeof m === 'string') this.emit('invalid', m);
-      else if ('type' in m) this.emit('hello', m);
+      else if ('type' in m) this.emit('hello', m, peerPid);
       else this.emit('reply', m);
     });
     sock.on('error', (e) => this.emit('error', e));

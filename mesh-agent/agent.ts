@@ -9,13 +9,13 @@ import * as os from 'node:os';
 import { FileSource, ModelSource, SourceSnapshot } from './sources/source';
 import { AF_INET, familyOf } from '../core/ip';
 import { Datapath, DatapathSettings } from './datapath/datapath';
-import { DEFAULT_BPFFS_DIR } from '../abi/pins';
+import { DEFAULT_BPFFS_DIR, findCgroup2Mount } from '../abi/pins';
 import { ApplyReport, desiredState, Reconciler } from './datapath/reconciler';
 import { IdentityAllocator } from './datapath/identities';
 import { NetnsScanner } from './datapath/netns';
 import { spiffeId } from '../core/identity';
 import * as fs from 'node:fs';
-import { ProxyControlClient } from '../abi/proxy-control';
+import { checkHello, ProxyControlClient } from '../abi/proxy-control';
 import { L7Readiness } from './datapath/l7-ready';
 import { acquireAgentLock } from './lock';
 import { createLogger, Logger } from '../core/log';
@@ -227,10 +227,18 @@ export class Agent extends EventEmitter<AgentEvents> {
     // --proxy-cgroup or from the proxy itself when it connects (its hello).
     const configure = (cgroupId: bigint) =>
       this.dp!.configureProxy({ proxyCgroupId: cgroupId, proxyPort: p.port, ...(proxy4 ? { proxy4 } : {}), ...(proxy6 ? { proxy6 } : {}) });
-    configure(p.cgroupPath ? fs.statSync(p.cgroupPath, { bigint: true }).ino : 0n);
+    const fixed = p.cgroupPath ? fs.statSync(p.cgroupPath, { bigint: true }).ino : 0n;
+    configure(fixed);
     this.proxyControl = new ProxyControlClient(p.controlPath);
-    this.proxyControl.on('hello', (h) => {
-      this.log.info('proxy connected', { cgroupId: h.cgroupId });
+    this.proxyControl.on('hello', (h, peerPid) => {
+      // Believed only for the cgroup the process behind the socket really runs in (SO_PEERCRED),
+      // and never against --proxy-cgroup: else whoever binds the socket exempts any cgroup.
+      const why = fixed && BigInt(h.cgroupId) !== fixed ? `the hello names cgroup ${h.cgroupId}, --proxy-cgroup is ${fixed}` : checkHello(h, peerPid, findCgroup2Mount());
+      if (why) {
+        this.log.error('proxy hello ignored: its cgroup stays steered', { reason: why, cgroupId: h.cgroupId, pid: peerPid });
+        return;
+      }
+      this.log.info('proxy connected', { cgroupId: h.cgroupId, pid: peerPid });
       configure(BigInt(h.cgroupId));
     });
     this.proxyControl.on('error', (e) => this.log.debug('proxy control channel', { error: e.message }));

@@ -157,6 +157,7 @@ interface Addon {
   mapDeleteBatch(fd: number, keys: Uint8Array[]): number;
   numPossibleCpus(): number;
   netnsInfo(path: string): { cookie: bigint; addrs: string[] };
+  peerCred(fd: number): { pid: number; uid: number; gid: number };
   linkCreate(progFd: number, targetFd: number, attachType: number, flags?: number): number;
   linkUpdate(linkFd: number, newProgFd: number, oldProgFd?: number): void;
   linkInfo(linkFd: number): LinkInfo;
@@ -502,4 +503,12 @@ export function numPossibleCpus(): number {
  */
 export function netnsInfo(path: string): { cookie: bigint; addrs: string[] } {
   return native().netnsInfo(path);
+}
+
+/**
+ * The process at the other end of a connected unix socket (SO_PEERCRED): pid (in this process's
+ * pid namespace; 0 if not visible from it), uid, gid.
+ */
+export function peerCred(fd: number): { pid: number; uid: number; gid: number } {
+  return native().peerCred(fd);
 }

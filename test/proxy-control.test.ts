@@ -7,7 +7,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseProxyLine, ProxyControlClient, type ProxyHello, type ProxyReply } from '../abi/proxy-control';
+import { spawn } from 'node:child_process';
+import { findCgroup2Mount } from '../abi/pins';
+import { checkHello, ownCgroupId, parseProxyLine, ProxyControlClient, type ProxyHello, type ProxyReply } from '../abi/proxy-control';
 
 const GARBAGE = [
   '',
@@ -73,6 +75,33 @@ test('ProxyControlClient: garbage from the proxy is reported and ignored; the ne
   } finally {
     client.close();
     server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a hello is believed only for the cgroup of the process that listens on the socket (SO_PEERCRED)", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sm-ctl-'));
+  const sockPath = path.join(dir, 'proxy.sock');
+  const mount = findCgroup2Mount();
+  const own = ownCgroupId(mount).toString();
+  // Another process listens and says hello twice: once with its real cgroup, once with a forged one.
+  const code = `require('net').createServer((s) => s.write('{"type":"hello","cgroupId":"${own}"}\\n{"type":"hello","cgroupId":"4242"}\\n')).listen(process.argv[1], () => console.log('up'))`;
+  const child = spawn(process.execPath, ['-e', code, sockPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const client = new ProxyControlClient(sockPath, 50);
+  client.on('error', () => undefined);
+  try {
+    await new Promise<void>((r) => child.stdout!.once('data', () => r()));
+    const hellos: Array<[ProxyHello, number]> = [];
+    await new Promise<void>((r) => client.on('hello', (h, pid) => hellos.push([h, pid]) === 2 && r()));
+    // The pid is the listener's, not ours.
+    assert.deepEqual(hellos.map(([, pid]) => pid), [child.pid, child.pid]);
+    // The child runs in our cgroup (spawned from here), so the first hello holds and the forged one does not.
+    assert.equal(checkHello(hellos[0][0], hellos[0][1], mount), null);
+    assert.match(checkHello(hellos[1][0], hellos[1][1], mount)!, /names cgroup 4242, but the process behind the socket \(pid \d+\) runs in cgroup \d+/);
+    assert.match(checkHello(hellos[0][0], 0, mount)!, /not visible from here/);
+  } finally {
+    client.close();
+    child.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -106,10 +106,29 @@ Napi::Value NetnsInfoOf(const Napi::CallbackInfo& info) {
   return res;
 }
 
+// The process at the other end of a connected unix socket, as the kernel recorded it when that
+// end connected or listened (SO_PEERCRED): the pid is in this process's pid namespace, 0 when the
+// peer's is not visible from here.
+Napi::Value PeerCred(const Napi::CallbackInfo& info) {
+  Op op(info.Env(), "peer_cred");
+  int fd = ArgFd(info, 0, op, "fd");
+  op.subject = "fd=" + std::to_string(fd);
+  struct ucred cred = {};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) op.Fail(errno);
+  Napi::Env env = info.Env();
+  Napi::Object res = Napi::Object::New(env);
+  res.Set("pid", Napi::Number::New(env, cred.pid));
+  res.Set("uid", Napi::Number::New(env, cred.uid));
+  res.Set("gid", Napi::Number::New(env, cred.gid));
+  return res;
+}
+
 }  // namespace
 
 void InitNetns(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsInfo", Napi::Function::New(env, NetnsInfoOf, "netnsInfo"));
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
 }
 
 }  // namespace smbpf
