@@ -1,6 +1,6 @@
 // `sockmesh agent --kubernetes` against a fake kube-apiserver (no real one can run here): the
 // agent meshes this node's pods in enrolled namespaces, translates Services from EndpointSlices,
-// and leaves pods of a namespace that is not enrolled untouched.
+// and leaves pods of a namespace that is not enrolled, or that run an Istio sidecar, untouched.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ChildProcess, spawn } from 'node:child_process';
@@ -39,7 +39,7 @@ describe('[kernel] agent fed by the Kubernetes API', kernelSkip(), () => {
   });
 
   before(async () => {
-    sb = await Sandbox.create({ nodes: [{ name: 'node1', pods: [{ name: 'client' }, { name: 'web' }, { name: 'oldapp' }] }] });
+    sb = await Sandbox.create({ nodes: [{ name: 'node1', pods: [{ name: 'client' }, { name: 'web' }, { name: 'oldapp' }, { name: 'sidecar' }] }] });
     servers.push(await sb.startServer('web', ['serve', '--port', '8080', '--mode', 'id', '--name', 'web']));
     api = await new FakeApiServer().start();
     api.create('namespaces', { metadata: { name: 'shop', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
@@ -47,6 +47,10 @@ describe('[kernel] agent fed by the Kubernetes API', kernelSkip(), () => {
     api.create('pods', pod('client', 'shop', 'client'));
     api.create('pods', pod('web', 'shop', 'web'));
     api.create('pods', pod('oldapp', 'legacy', 'old'));
+    // In an enrolled namespace, but injected with an Istio sidecar: left to its sidecar.
+    const withSidecar = pod('sidecar', 'shop', 'sidecar') as any;
+    withSidecar.metadata.annotations = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
+    api.create('pods', withSidecar);
     api.create('services', {
       metadata: { name: 'web', namespace: 'shop' },
       spec: { type: 'ClusterIP', clusterIP: VIP, clusterIPs: [VIP], ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }] },
@@ -95,6 +99,22 @@ describe('[kernel] agent fed by the Kubernetes API', kernelSkip(), () => {
       const local = new TypedMap(dp.maps.sm_local_eps, ipKey, localEp).entries().map(([k]) => k.ip).sort();
       assert.deepEqual(local, [sb.pod('client').ipv4, sb.pod('web').ipv4].sort());
       assert.ok(!local.includes(sb.pod('oldapp').ipv4));
+    } finally {
+      dp.close();
+    }
+  });
+
+  test('pods that are not enrolled (a namespace that is not, a pod with an Istio sidecar) are not translated, though in the meshed cgroup', async () => {
+    const dp = Datapath.openPinned(bpffs);
+    try {
+      for (const p of ['oldapp', 'sidecar']) {
+        const c0 = dp.counters().connect_translated;
+        const r = (await sb.podtool(p, ['connect', '--target', `${VIP}:80`, '--connect-timeout-ms', '1000'])).last;
+        assert.equal(r.ok, false, `${p}: ${JSON.stringify(r)}`);
+        assert.equal(dp.counters().connect_translated - c0, 0n, p);
+      }
+      const local = new TypedMap(dp.maps.sm_local_eps, ipKey, localEp).entries().map(([k]) => k.ip);
+      assert.ok(!local.includes(sb.pod('sidecar').ipv4));
     } finally {
       dp.close();
     }
