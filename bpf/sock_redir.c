@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Same-node redirection. sockops puts every established TCP socket whose two ends are meshed pods
- * of this node into sm_sockhash, keyed by its addresses and its network namespace; the sk_msg program attached to that sockhash moves each sendmsg()
- * straight to the peer socket's receive queue (BPF_F_INGRESS), skipping TCP/IP below the socket.
- * The kernel removes a socket from the sockhash when it closes (sock_map_close/unhash), so no
- * entry outlives its socket.
+ * of this node into sm_sockhash, keyed by its network namespace and its addresses; the sk_msg
+ * program attached to that sockhash moves each sendmsg() straight to the peer socket's receive
+ * queue (BPF_F_INGRESS), skipping TCP/IP below the socket. The kernel removes a socket from the
+ * sockhash when it closes (sock_map_close/unhash), so no entry outlives its socket.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
