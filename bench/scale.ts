@@ -283,6 +283,8 @@ export async function runScale(o: ScaleOptions & ScenarioOptions): Promise<Scena
     const maxN = Math.max(...o.scales);
     const mapCapacity = { sm_services: Math.max(1024, pow2ceil(maxN + 16)), sm_backends: Math.max(2048, 2 * pow2ceil(maxN + 16)) };
     dp = Datapath.install({ cgroupPath: sb.node(SM_NODE).cgroupPath, bpffsDir: bpffs, mapSizes: mapCapacity });
+    // The bench's client is no workload of the model: translate every socket of the cgroup.
+    dp.setTranslateAll(true);
     const rec = new Reconciler(dp);
     rec.adopt();
     const smApply = (m: Model): { wallMs: number; applyMs: number; cpuMs: number; updated: number; added: number } => {

@@ -52,11 +52,16 @@ struct {
  * creates one per pod namespace it knows, SM_REVNAT_POD_ENTRIES each, and drops it with the pod).
  */
 #define SM_REVNAT_POD_ENTRIES 2048
+/*
+ * Sizes, not BTF types: the agent creates the inner maps without BTF, and kernels before 6.2
+ * compare an inner map's timer offset with the template's, which differs (-ENOENT with BTF,
+ * -EINVAL without) and fails the update with EINVAL.
+ */
 struct sm_revnat_pod {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SM_REVNAT_POD_ENTRIES);
-	__type(key, struct sm_revnat_key);
-	__type(value, struct sm_revnat_value);
+	__uint(key_size, sizeof(struct sm_revnat_key));
+	__uint(value_size, sizeof(struct sm_revnat_value));
 };
 
 struct {
