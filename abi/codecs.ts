@@ -384,13 +384,18 @@ export interface DatapathConfig {
   translateAll?: boolean;
   /** cgroup id (inode of the cgroup v2 directory) whose connects are never steered: the proxy's. */
   proxyCgroupId: bigint;
+  /**
+   * A second exempt cgroup: the proxy that is handing its listening sockets over to its successor
+   * (proxyCgroupId) and still drains its own connections. 0 or absent outside a handover.
+   */
+  proxyCgroupPrev?: bigint;
   proxy4?: string;
   proxy6?: string;
   proxyPort: number;
 }
 export const config = codec<DatapathConfig>(
   'sm_config',
-  32,
+  40,
   [
     ['proxy_cgroup_id', 'u64'],
     ['proxy4', 'be32'],
@@ -398,9 +403,11 @@ export const config = codec<DatapathConfig>(
     ['proxy_port', 'be16'],
     ['flags', 'u8'],
     ['pad', 'pad', 1],
+    ['proxy_cgroup_prev', 'u64'],
   ],
   (v) => ({
     proxy_cgroup_id: v.proxyCgroupId,
+    proxy_cgroup_prev: v.proxyCgroupPrev ?? 0n,
     proxy4: v.proxy4 ? ipToBytes(v.proxy4).subarray(0, 4) : undefined,
     proxy6: v.proxy6 ? ipToBytes(v.proxy6) : undefined,
     proxy_port: v.proxyPort,
@@ -412,6 +419,7 @@ export const config = codec<DatapathConfig>(
     if (flags & CFG_F_PROXY4) out.proxy4 = bytesToIp(Buffer.concat([r.proxy4 as Buffer, Buffer.alloc(12)]), 2);
     if (flags & CFG_F_PROXY6) out.proxy6 = bytesToIp(r.proxy6 as Buffer, 10);
     if (flags & CFG_F_XLATE_ALL) out.translateAll = true;
+    if (r.proxy_cgroup_prev) out.proxyCgroupPrev = r.proxy_cgroup_prev as bigint;
     return out;
   },
 );

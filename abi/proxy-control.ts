@@ -32,6 +32,14 @@ export interface ProxyHello {
   cgroupId: string;
 }
 
+/**
+ * Sent by a proxy whose successor now holds its listening sockets and serves the control path
+ * (proxy/handover.ts): the agent connects again (to the successor) and lets this session drain.
+ */
+export interface ProxyHandover {
+  type: 'handover';
+}
+
 /** This process's cgroup v2 id: the inode of its cgroup directory (cgroup namespaces included). */
 export function ownCgroupId(cgroup2Mount: string): bigint {
   return cgroupIdOf('self', cgroup2Mount);
@@ -74,14 +82,29 @@ function lines(sock: net.Socket, onLine: (l: string) => void): void {
   });
 }
 
-/** Proxy side: serve the control socket; `apply` returns null when the config is in force, or the error. */
+/** The proxy's end of the control channel. */
+export interface ControlServer {
+  /** Tell every agent session that a successor serves the control path now (they drain). */
+  announceHandover(): void;
+  /** Stop accepting agents; with `sessions`, end the open sessions too. */
+  close(sessions?: boolean): void;
+}
+
+/**
+ * Proxy side: serve the control socket; `apply` returns null when the config is in force, or the
+ * error. A socket file left at the path (a crashed proxy's, or the one a predecessor hands over
+ * from) is replaced.
+ */
 export function serveControl(
   socketPath: string,
   apply: (m: ProxyConfigMessage) => string | null,
   hello?: ProxyHello,
-): net.Server {
+): ControlServer {
   fs.rmSync(socketPath, { force: true });
+  const sessions = new Set<net.Socket>();
   const server = net.createServer((sock) => {
+    sessions.add(sock);
+    sock.once('close', () => sessions.delete(sock));
     if (hello) sock.write(JSON.stringify(hello) + '\n');
     lines(sock, (line) => {
       let reply: ProxyReply;
@@ -107,7 +130,16 @@ export function serveControl(
   } finally {
     process.umask(umask);
   }
-  return server;
+  return {
+    announceHandover() {
+      const line = JSON.stringify({ type: 'handover' } satisfies ProxyHandover) + '\n';
+      for (const s of sessions) s.write(line);
+    },
+    close(endSessions = false) {
+      server.close();
+      if (endSessions) for (const s of sessions) s.end();
+    },
+  };
 }
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -117,7 +149,7 @@ const U64_MAX = (1n << 64n) - 1n;
  * a peer sends is never trusted to have the shape it should (a scalar, a missing field, a cgroup
  * id that is not a u64 are all refused here, not where they are used).
  */
-export function parseProxyLine(line: string): ProxyHello | ProxyReply | string {
+export function parseProxyLine(line: string): ProxyHello | ProxyHandover | ProxyReply | string {
   let m: unknown;
   try {
     m = JSON.parse(line);
@@ -132,6 +164,7 @@ export function parseProxyLine(line: string): ProxyHello | ProxyReply | string {
     }
     return { type: 'hello', cgroupId: o.cgroupId };
   }
+  if (o.type === 'handover') return { type: 'handover' };
   if (o.type !== undefined) return `unknown message type ${JSON.stringify(o.type).slice(0, 40)}`;
   if (!Number.isSafeInteger(o.version) || (o.version as number) < 0) return 'reply without an integer version';
   if (o.ok === true) return { ok: true, version: o.version as number };
@@ -142,11 +175,25 @@ export function parseProxyLine(line: string): ProxyHello | ProxyReply | string {
 /**
  * Agent side: keeps the latest config and delivers it whenever the proxy is (re)connected.
  * Emits 'reply' with each answer, 'invalid' with the reason for a line that is neither a hello nor
- * a reply (ignored), and 'down' when a connected proxy goes away (whatever it had
- * acknowledged is then gone with it).
+ * a reply (ignored), and 'down' when the connected proxy goes away (whatever it had acknowledged
+ * is then gone with it).
+ *
+ * A restart without a gap (proxy/handover.ts): the running proxy, once its successor holds the
+ * listening sockets and serves the control path, says `handover` on its session. That session is
+ * then draining: the client connects to the path again at once (reaching the successor), and the
+ * draining session's end is 'retired', not 'down' (the proxy behind it finishes its connections
+ * and exits, and steering goes on through the successor).
  */
-export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hello: [ProxyHello, number]; error: [Error]; invalid: [string]; down: [] }> {
+export class ProxyControlClient extends EventEmitter<{
+  reply: [ProxyReply];
+  hello: [ProxyHello, number, { replacing: boolean }];
+  error: [Error];
+  invalid: [string];
+  down: [];
+  retired: [number];
+}> {
   private sock?: net.Socket;
+  private readonly draining = new Set<net.Socket>();
   private latest?: ProxyConfigMessage;
   private timer?: NodeJS.Timeout;
   private closed = false;
@@ -156,8 +203,14 @@ export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hell
     this.connect();
   }
 
+  /** Sessions of proxies that handed over and are still finishing their connections. */
+  get drainingCount(): number {
+    return this.draining.size;
+  }
+
   private connect(): void {
     if (this.closed) return;
+    clearTimeout(this.timer);
     const sock = net.connect(this.socketPath);
     // The pid of the process that listens on the socket (SO_PEERCRED), for checking its hello.
     let peerPid = 0;
@@ -174,15 +227,27 @@ export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hell
     lines(sock, (l) => {
       const m = parseProxyLine(l);
       if (typeof m === 'string') this.emit('invalid', m);
-      else if ('type' in m) this.emit('hello', m, peerPid);
-      else this.emit('reply', m);
+      else if (!('type' in m)) this.emit('reply', m);
+      else if (m.type === 'hello') this.emit('hello', m, peerPid, { replacing: this.draining.size > 0 });
+      else if (this.sock === sock) {
+        // handover: only the session in use can be handed over, once.
+        this.sock = undefined;
+        this.draining.add(sock);
+        this.connect();
+      }
     });
     sock.on('error', (e) => this.emit('error', e));
     sock.on('close', () => {
+      if (this.draining.delete(sock)) {
+        if (!this.closed) this.emit('retired', this.draining.size);
+        return;
+      }
       const wasUp = this.sock === sock;
-      this.sock = undefined;
+      if (wasUp) this.sock = undefined;
       if (wasUp && !this.closed) this.emit('down');
-      if (!this.closed) {
+      // A failed connect, or the session in use gone: try again later.
+      if (!this.closed && !this.sock) {
+        clearTimeout(this.timer);
         this.timer = setTimeout(() => this.connect(), this.retryMs);
         this.timer.unref();
       }
@@ -200,5 +265,6 @@ export class ProxyControlClient extends EventEmitter<{ reply: [ProxyReply]; hell
     this.closed = true;
     clearTimeout(this.timer);
     this.sock?.destroy();
+    for (const d of this.draining) d.destroy();
   }
 }

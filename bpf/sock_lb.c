@@ -55,7 +55,7 @@ static __always_inline enum sm_steer sm_steer_to_proxy(struct bpf_sock_addr *ctx
 	cfg = bpf_map_lookup_elem(&sm_config, &zero);
 	if (!cfg)
 		return SM_STEER_REFUSE;
-	if (cfg->proxy_cgroup_id && bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
+	if (sm_cfg_is_proxy(cfg))
 		return SM_STEER_NONE;
 	/* The agent writes a set for every destination with HTTP rules; none yet means a change is
 	 * being applied: refuse rather than steer unjudged. */
@@ -195,7 +195,7 @@ static __always_inline int sm_translates(struct bpf_sock_addr *ctx)
 	cfg = bpf_map_lookup_elem(&sm_config, &zero);
 	if (cfg && (cfg->flags & SM_CFG_F_XLATE_ALL))
 		return 1;
-	if (cfg && cfg->proxy_cgroup_id && bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
+	if (sm_cfg_is_proxy(cfg))
 		return 1;
 	return sm_current_identity(ctx) != SM_IDENTITY_UNRESOLVED;
 }

@@ -225,12 +225,17 @@ export class Agent extends EventEmitter<AgentEvents> {
     // Steering is on from the start, so HTTP rules fail closed while no proxy runs (connects to
     // those services are refused). The proxy's own cgroup, exempt from steering, comes from
     // --proxy-cgroup or from the proxy itself when it connects (its hello).
-    const configure = (cgroupId: bigint) =>
-      this.dp!.configureProxy({ proxyCgroupId: cgroupId, proxyPort: p.port, ...(proxy4 ? { proxy4 } : {}), ...(proxy6 ? { proxy6 } : {}) });
+    // The proxy's cgroup, and during a handover (proxy/handover.ts) the old proxy's as well: both
+    // exempt until the old one has finished its connections.
+    let exempt = 0n;
+    let draining = 0n;
+    const configure = () =>
+      this.dp!.configureProxy({ proxyCgroupId: exempt, proxyCgroupPrev: draining, proxyPort: p.port, ...(proxy4 ? { proxy4 } : {}), ...(proxy6 ? { proxy6 } : {}) });
     const fixed = p.cgroupPath ? fs.statSync(p.cgroupPath, { bigint: true }).ino : 0n;
-    configure(fixed);
+    exempt = fixed;
+    configure();
     this.proxyControl = new ProxyControlClient(p.controlPath);
-    this.proxyControl.on('hello', (h, peerPid) => {
+    this.proxyControl.on('hello', (h, peerPid, { replacing }) => {
       // Believed only for the cgroup the process behind the socket really runs in (SO_PEERCRED),
       // and never against --proxy-cgroup: else whoever binds the socket exempts any cgroup.
       const why = fixed && BigInt(h.cgroupId) !== fixed ? `the hello names cgroup ${h.cgroupId}, --proxy-cgroup is ${fixed}` : checkHello(h, peerPid, findCgroup2Mount());
@@ -238,8 +243,18 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.log.error('proxy hello ignored: its cgroup stays steered', { reason: why, cgroupId: h.cgroupId, pid: peerPid });
         return;
       }
-      this.log.info('proxy connected', { cgroupId: h.cgroupId, pid: peerPid });
-      configure(BigInt(h.cgroupId));
+      const cg = BigInt(h.cgroupId);
+      if (replacing && exempt && exempt !== cg) draining = exempt;
+      exempt = cg;
+      this.log.info(replacing ? 'proxy connected, taking over from the running one' : 'proxy connected', { cgroupId: h.cgroupId, pid: peerPid });
+      configure();
+    });
+    this.proxyControl.on('retired', (left) => {
+      this.log.info('the proxy that handed over has finished', { stillDraining: left });
+      if (left === 0 && draining) {
+        draining = 0n;
+        configure();
+      }
     });
     this.proxyControl.on('error', (e) => this.log.debug('proxy control channel', { error: e.message }));
     this.proxyControl.on('invalid', (why) => this.log.warn('proxy control channel: a line from the proxy was ignored', { reason: why }));

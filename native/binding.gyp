@@ -6,6 +6,7 @@
         "src/addon.cc",
         "src/consts.cc",
         "src/errors.cc",
+        "src/fdpass.cc",
         "src/files.cc",
         "src/log_capture.cc",
         "src/maps.cc",

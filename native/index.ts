@@ -158,6 +158,9 @@ interface Addon {
   numPossibleCpus(): number;
   netnsInfo(path: string): { cookie: bigint; addrs: string[] };
   peerCred(fd: number): { pid: number; uid: number; gid: number };
+  unixConnect(path: string, timeoutMs?: number): number;
+  sendFds(fd: number, data: Uint8Array, fds?: number[]): number;
+  recvFds(fd: number, maxBytes?: number): { data: Buffer; fds: number[] };
   linkCreate(progFd: number, targetFd: number, attachType: number, flags?: number): number;
   linkUpdate(linkFd: number, newProgFd: number, oldProgFd?: number): void;
   linkInfo(linkFd: number): LinkInfo;
@@ -511,4 +514,26 @@ export function netnsInfo(path: string): { cookie: bigint; addrs: string[] } {
  */
 export function peerCred(fd: number): { pid: number; uid: number; gid: number } {
   return native().peerCred(fd);
+}
+
+/**
+ * A blocking unix stream socket connected to `path` (close-on-exec), whose reads and writes fail
+ * with EAGAIN after `timeoutMs` (default 5000). The caller owns the fd (closeFd).
+ */
+export function unixConnect(path: string, timeoutMs?: number): number {
+  return native().unixConnect(path, timeoutMs);
+}
+
+/**
+ * One sendmsg on a unix stream socket: `data` (at least one byte) with `fds` attached
+ * (SCM_RIGHTS; the receiver gets its own copies, ours stay open). Never blocks (EAGAIN on a full
+ * socket); returns the bytes sent, which may be fewer than `data` (the rest goes without fds).
+ */
+export function sendFds(fd: number, data: Uint8Array, fds: number[] = []): number {
+  return native().sendFds(fd, data, fds);
+}
+
+/** One recvmsg: the bytes (empty at end of stream) and the fds that came with them (close-on-exec, the caller's). */
+export function recvFds(fd: number, maxBytes?: number): { data: Buffer; fds: number[] } {
+  return native().recvFds(fd, maxBytes);
 }

@@ -154,6 +154,11 @@ export interface PodSpawnOptions extends SpawnOptions {
    * netns and so hides /sys/fs/bpf: for processes that open pinned BPF objects (the L7 proxy).
    */
   hostSys?: boolean;
+  /**
+   * Run in this cgroup instead of the pod's, in the pod's netns (a second process of the pod in
+   * a cgroup of its own, as a replacement container would be). Must lie inside the run's tree.
+   */
+  cgroupPath?: string;
 }
 
 const DEBUG = !!process.env.SOCKMESH_SANDBOX_DEBUG;
@@ -647,11 +652,13 @@ export class Sandbox {
   /** Spawn argv in the pod's netns AND cgroup (own process group unless opts.detached=false). */
   spawn(podName: string, argv: string[], opts: PodSpawnOptions = {}): ChildProcess {
     const q = this.pod(podName);
-    return this.spawnIn(q.cgroupPath, q.netns, argv, opts);
+    const { cgroupPath, ...rest } = opts;
+    if (cgroupPath !== undefined && !path.resolve(cgroupPath).startsWith(this.cgroupRoot + '/')) throw new Error(`sandbox: cgroup ${cgroupPath} is outside the run's tree`);
+    return this.spawnIn(cgroupPath ?? q.cgroupPath, q.netns, argv, rest);
   }
 
   /** `sockmesh <args>` in a pod, seeing the host's /sys/fs/bpf (as the node proxy's pod does). */
-  spawnSockmesh(podName: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+  spawnSockmesh(podName: string, args: string[], opts: Omit<PodSpawnOptions, 'hostSys'> = {}): ChildProcess {
     return this.spawn(podName, [process.execPath, SOCKMESH_CLI, ...args], { ...opts, hostSys: true });
   }
 

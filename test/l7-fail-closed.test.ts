@@ -123,6 +123,20 @@ describe('[kernel] L7 steering fails closed', kernelSkip(), () => {
     assert.deepEqual((await delta(`[${VIP6}]:80`)).r.ids, { web: 1 });
   });
 
+  test('during a proxy handover the old proxy\'s cgroup stays exempt beside the new one, and only while named', async () => {
+    const own = fs.statSync(sb.pod('client').cgroupPath, { bigint: true }).ino; // the client plays the old proxy
+    const successor = fs.statSync(sb.pod('proxy').cgroupPath, { bigint: true }).ino;
+    dp.configureProxy({ proxyCgroupId: successor, proxyCgroupPrev: own, proxy4: sb.pod('proxy').ipv4, proxyPort: 15001 });
+    const d = await delta(`${VIP4}:80`);
+    assert.deepEqual(d.r.ids, { web: 1 }, JSON.stringify(d.r));
+    assert.deepEqual([d.steered, d.refused], [0, 0]);
+    // The old proxy has finished: its cgroup is steered again like any other.
+    dp.configureProxy({ proxyCgroupId: successor, proxy4: sb.pod('proxy').ipv4, proxyPort: 15001 });
+    const after = await delta(`${VIP4}:80`);
+    assert.deepEqual(after.r.ids, { proxy: 1 }, JSON.stringify(after.r));
+    assert.deepEqual([after.steered, after.refused], [1, 0]);
+  });
+
   test('steering waits for the proxy to acknowledge a destination, and stops when the proxy goes away', async () => {
     dp.configureProxy({ proxyCgroupId: 0n, proxy4: sb.pod('proxy').ipv4, proxy6: sb.pod('proxy').ipv6!, proxyPort: 15001 });
     const ready = new L7Readiness(dp);

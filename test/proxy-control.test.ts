@@ -121,3 +121,56 @@ test('serveControl: the socket exists with mode 0600 from the moment it is bound
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('ProxyControlClient: a handover moves the session to the successor without a "down"; the old session ends as "retired"', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sm-ctl-'));
+  const sockPath = path.join(dir, 'proxy.sock');
+  const configs: string[] = [];
+  const serve = (name: string, onSession: (s: net.Socket) => void) => {
+    const server = net.createServer((s) => {
+      s.write(`{"type":"hello","cgroupId":"${name === 'old' ? 11 : 22}"}\n`);
+      s.on('data', (d) => {
+        for (const l of d.toString().split('\n').filter(Boolean)) {
+          configs.push(`${name}:${JSON.parse(l).version}`);
+          s.write(`{"ok":true,"version":${JSON.parse(l).version}}\n`);
+        }
+      });
+      onSession(s);
+    });
+    return new Promise<net.Server>((r) => server.listen(sockPath, () => r(server)));
+  };
+  let oldSession: net.Socket | undefined;
+  const oldServer = await serve('old', (s) => (oldSession = s));
+  let newServer: net.Server | undefined;
+  const client = new ProxyControlClient(sockPath, 50);
+  client.on('error', () => undefined);
+  const events: string[] = [];
+  client.on('down', () => events.push('down'));
+  client.on('retired', (n) => events.push(`retired:${n}`));
+  client.on('hello', (h, _pid, { replacing }) => events.push(`hello:${h.cgroupId}:${replacing}`));
+  try {
+    client.send({ l7: [], identities: [] });
+    await new Promise<void>((r) => client.once('reply', () => r()));
+    // The successor takes the path over (closing the old server unlinks it first, as libuv does;
+    // its session stays open).
+    oldServer.close();
+    assert.equal(fs.existsSync(sockPath), false);
+    newServer = await serve('new', () => undefined);
+    oldSession!.write('{"type":"handover"}\n');
+    await new Promise<void>((r) => client.on('reply', () => configs.includes('new:1') && r()));
+    assert.equal(client.drainingCount, 1);
+    // The latest config went to the successor; later ones go there only.
+    client.send({ l7: [], identities: [[1, 'spiffe://x']] });
+    await new Promise<void>((r) => client.on('reply', (m) => m.version === 2 && r()));
+    oldSession!.end();
+    await new Promise<void>((r) => client.once('retired', () => r()));
+    assert.deepEqual(events, ['hello:11:false', 'hello:22:true', 'retired:0']);
+    assert.deepEqual(configs, ['old:1', 'new:1', 'new:2']);
+    assert.equal(client.drainingCount, 0);
+  } finally {
+    client.close();
+    oldServer.close();
+    newServer?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

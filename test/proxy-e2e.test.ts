@@ -142,14 +142,24 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     assert.equal(agent.datapath.proxyConfig()?.proxyCgroupId, proxyCgroup);
   });
 
+  const proxyArgs = (control = path.join(dir, 'proxy.sock')) => [
+    'proxy',
+    '--listen',
+    `${sb.pod('proxy').ipv4}:15001`,
+    '--bpffs',
+    bpffs,
+    '--control',
+    control,
+    '--handover',
+    path.join(dir, 'handover.sock'),
+  ];
+
   /** Starts `sockmesh proxy`; with `unreachable`, on a control socket the agent does not know (it never gets a table). */
   async function startProxy(unreachable = false): Promise<void> {
     proxyOut = '';
     proxyErr = '';
     const control = path.join(dir, unreachable ? 'elsewhere.sock' : 'proxy.sock');
-    proxy = sb.spawnSockmesh('proxy', ['proxy', '--listen', `${sb.pod('proxy').ipv4}:15001`, '--bpffs', bpffs, '--control', control], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    proxy = sb.spawnSockmesh('proxy', proxyArgs(control), { stdio: ['ignore', 'pipe', 'pipe'] });
     proxy.stdout!.on('data', (d) => (proxyOut += d));
     proxy.stderr!.on('data', (d) => (proxyErr += d));
     const ready = unreachable ? '"proxy running"' : '"policies applied"';
@@ -289,6 +299,57 @@ describe('[kernel] L7: kernel steering to the node proxy', kernelSkip(), () => {
     // The new proxy judges as the old one did.
     assert.equal((await http('client', `${VIP_HTTP}:80`, '/deny/admin')).status, 403);
     assert.equal((await http('client', `${VIP_HTTP}:80`, '/hello')).status, 200);
+  });
+
+  test('a new proxy started beside the running one takes its listening socket over: 0 failed requests', async () => {
+    // A successor in a cgroup of its own (as a replacement container would be): its hello makes
+    // the agent exempt it while the old proxy, still draining, stays exempt too.
+    const nextCg = path.join(path.dirname(sb.pod('proxy').cgroupPath), 'proxy-next');
+    fs.mkdirSync(nextCg, { recursive: true });
+    const nextCgId = fs.statSync(nextCg, { bigint: true }).ino;
+    const oldCgId = fs.statSync(sb.pod('proxy').cgroupPath, { bigint: true }).ino;
+    assert.equal(agent.datapath.proxyConfig()?.proxyCgroupId, oldCgId);
+    const steered = agent.proxySteering();
+    const old = proxy;
+    const oldExit = new Promise<number | null>((r) => (old.exitCode !== null ? r(old.exitCode) : old.once('exit', (c) => r(c))));
+    // Allowed and denied paths, one after another, each on a new connection.
+    const loop = (p: string) =>
+      sb.podtool('client', ['http', '--target', `${VIP_HTTP}:80`, '--path', p, '--duration-ms', String(scaled(5000)), '--interval-ms', '5'], { timeoutMs: 90_000 });
+    const oldAnswered = proxyRequests();
+    const loops = [loop('/hello'), loop('/deny/admin')];
+    await new Promise((r) => setTimeout(r, scaled(800)));
+    let nextErr = '';
+    let nextOut = '';
+    const next = sb.spawnSockmesh('proxy', proxyArgs(), { stdio: ['ignore', 'pipe', 'pipe'], cgroupPath: nextCg });
+    next.stderr!.on('data', (d) => (nextErr += d));
+    next.stdout!.on('data', (d) => (nextOut += d));
+    proxy = next;
+    const [hello, deny] = await Promise.all(loops);
+    const exitCode = await Promise.race([oldExit, new Promise<string>((r) => setTimeout(() => r('still running'), scaled(15_000)))]);
+    assert.match(nextErr, /"took over from the running proxy"/, nextErr);
+    assert.equal(exitCode, 0, `old proxy: ${exitCode}\n${proxyErr}`);
+    const tally = (lines: Array<Record<string, unknown>>) => {
+      const m = new Map<string, number>();
+      for (const l of lines.filter((x) => 'status' in x)) m.set(String(l.status ?? l.err), (m.get(String(l.status ?? l.err)) ?? 0) + 1);
+      return m;
+    };
+    const ok = tally(hello.lines);
+    const denied = tally(deny.lines);
+    assert.deepEqual([...ok.keys()], ['200'], `allowed path: ${JSON.stringify([...ok])}`);
+    assert.deepEqual([...denied.keys()], ['403'], `denied path: ${JSON.stringify([...denied])}`);
+    assert.ok(ok.get('200')! > 20 && denied.get('403')! > 20, JSON.stringify([...ok, ...denied]));
+    // Both proxies answered some of them: the handover happened inside the loop.
+    assert.ok(proxyRequests() > oldAnswered && nextOut.split('\n').filter((l) => l.startsWith('{')).length > 0, 'one proxy answered everything');
+    // Steering never stopped, and the old cgroup's exemption went with the old proxy.
+    assert.deepEqual(agent.proxySteering(), steered);
+    assert.ok(await waitUntil(() => agent.datapath.proxyConfig()?.proxyCgroupPrev === undefined, scaled(5000), 20), JSON.stringify(agent.datapath.proxyConfig(), (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+    assert.equal(agent.datapath.proxyConfig()?.proxyCgroupId, nextCgId);
+    // The successor's own upstream connects are not steered back to it: a request still passes.
+    assert.equal((await http('client', `${VIP_HTTP}:80`, '/hello')).status, 200);
+    proxyOut = nextOut;
+    proxyErr = nextErr;
+    next.stdout!.on('data', (d) => (proxyOut += d));
+    next.stderr!.on('data', (d) => (proxyErr += d));
   });
 
   test('the proxy refuses a connection the kernel did not steer (no open relay)', async () => {

@@ -70,14 +70,25 @@ static __always_inline int sm_l7_port(const struct sm_policy_dst *pd, __be16 por
 	return v && v->verdict == SM_VERDICT_L7;
 }
 
-/* Is the caller the node's L7 proxy (its cgroup, as the agent learned it)? */
+/*
+ * Is the caller the node's L7 proxy: its cgroup as the agent learned it, or that of the proxy
+ * handing over to it (still draining its connections during a restart)? cfg may be NULL.
+ */
+static __always_inline int sm_cfg_is_proxy(const struct sm_config *cfg)
+{
+	__u64 cg;
+
+	if (!cfg || !(cfg->proxy_cgroup_id | cfg->proxy_cgroup_prev))
+		return 0;
+	cg = bpf_get_current_cgroup_id();
+	return (cfg->proxy_cgroup_id && cg == cfg->proxy_cgroup_id) || (cfg->proxy_cgroup_prev && cg == cfg->proxy_cgroup_prev);
+}
+
 static __always_inline int sm_current_is_proxy(void)
 {
-	struct sm_config *cfg;
 	__u32 zero = 0;
 
-	cfg = bpf_map_lookup_elem(&sm_config, &zero);
-	return cfg && cfg->proxy_cgroup_id && bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id;
+	return sm_cfg_is_proxy(bpf_map_lookup_elem(&sm_config, &zero));
 }
 
 /*

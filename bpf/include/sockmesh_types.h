@@ -210,6 +210,9 @@ struct sm_config {
 	__be16 proxy_port;
 	__u8 flags; /* SM_CFG_F_* */
 	__u8 pad;
+	/* The proxy handing its listening sockets to its successor (proxy_cgroup_id) while it drains
+	 * its own connections: exempt as well, 0 outside a handover. */
+	__u64 proxy_cgroup_prev;
 };
 
 /*

@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitProgs(env, exports);
   InitFiles(env, exports);
   InitNetns(env, exports);
+  InitFdPass(env, exports);
   InitConsts(env, exports);
   InitProbes(env, exports);
   return exports;

@@ -13,6 +13,11 @@ import { resolveOrigin } from './origin';
 import { sniffProtocol } from './sniff';
 
 export interface ListenAddress {
+  /**
+   * A listening TCP socket that is already bound (and may already be listening: handed over by
+   * the proxy this one replaces, proxy/handover.ts); host, port and ipv6Only are then ignored.
+   */
+  fd?: number;
   /** Default 127.0.0.1. */
   host?: string;
   /** Default 0 (any free port). */
@@ -35,6 +40,8 @@ export interface L7Proxy {
    * are not affected. Throws (ProxyError SM_PROXY_POLICY_KEY) on a bad key, keeping the old table.
    */
   setPolicies(map: ReadonlyMap<string, Evaluator>): void;
+  /** The sockets accepting now, with their fds (to hand over to a successor). */
+  listeners(): Array<{ host: string; port: number; fd: number }>;
   /** The proxy's own prom-client registry. */
   readonly registry: Registry;
   /** Prometheus text exposition of `registry`. */
@@ -90,7 +97,8 @@ export function createL7Proxy(opts: L7ProxyOptions): L7Proxy {
       const server = net.createServer({ noDelay: true }, onConnection);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ host: a.host ?? '127.0.0.1', port: a.port ?? 0, ipv6Only: a.ipv6Only }, () => {
+        const where = a.fd !== undefined ? { fd: a.fd } : { host: a.host ?? '127.0.0.1', port: a.port ?? 0, ipv6Only: a.ipv6Only };
+        server.listen(where, () => {
           server.off('error', reject);
           resolve();
         });
@@ -122,6 +130,13 @@ export function createL7Proxy(opts: L7ProxyOptions): L7Proxy {
 
     setPolicies(map) {
       core.setPolicies(map);
+    },
+
+    listeners() {
+      return [...servers].map((s) => {
+        const info = s.address() as net.AddressInfo;
+        return { host: info.address, port: info.port, fd: (s as unknown as { _handle: { fd: number } })._handle.fd };
+      });
     },
 
     registry: core.metrics.registry,
