@@ -13,17 +13,29 @@ export const NATIVE_PINGPONG = path.join(ROOT, 'build', 'bench', 'pingpong');
 
 /** Build build/bench/pingpong with gcc -O2 unless it is newer than its source. Returns its path. */
 export function ensureNativePingpong(): string {
-  const src = fs.statSync(NATIVE_PINGPONG_SRC);
-  if (fs.existsSync(NATIVE_PINGPONG) && fs.statSync(NATIVE_PINGPONG).mtimeMs >= src.mtimeMs) return NATIVE_PINGPONG;
-  fs.mkdirSync(path.dirname(NATIVE_PINGPONG), { recursive: true });
-  const tmp = `${NATIVE_PINGPONG}.tmp${process.pid}`;
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', tmp, NATIVE_PINGPONG_SRC, '-lm'], { encoding: 'utf8' });
+  return ensureNativeTool(NATIVE_PINGPONG_SRC, NATIVE_PINGPONG);
+}
+
+export const NATIVE_CONNHOLD = path.join(ROOT, 'build', 'bench', 'connhold');
+
+/** The native connection holder of the concurrency scenario (bench/native/connhold.c). */
+export function ensureNativeConnhold(): string {
+  return ensureNativeTool(path.join(ROOT, 'bench', 'native', 'connhold.c'), NATIVE_CONNHOLD);
+}
+
+/** Compile one C file of bench/native/ into build/bench/ unless the binary is newer. */
+function ensureNativeTool(srcPath: string, out: string): string {
+  const src = fs.statSync(srcPath);
+  if (fs.existsSync(out) && fs.statSync(out).mtimeMs >= src.mtimeMs) return out;
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  const tmp = `${out}.tmp${process.pid}`;
+  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', tmp, srcPath, '-lm'], { encoding: 'utf8' });
   if (r.status !== 0) {
     fs.rmSync(tmp, { force: true });
-    throw new Error(`gcc ${NATIVE_PINGPONG_SRC} failed (${r.error?.message ?? r.status}): ${r.stderr}`);
+    throw new Error(`gcc ${srcPath} failed (${r.error?.message ?? r.status}): ${r.stderr}`);
   }
-  fs.renameSync(tmp, NATIVE_PINGPONG); // atomic: a concurrent run sees the old or the new binary
-  return NATIVE_PINGPONG;
+  fs.renameSync(tmp, out); // atomic: a concurrent run sees the old or the new binary
+  return out;
 }
 
 /** CPU time (user+sys) of every thread of pid, in µs: ns-precise schedstat, else clock ticks. */

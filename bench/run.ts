@@ -9,7 +9,8 @@
 //
 // Scenarios: pingpong (same node and cross node, request/response and bulk: bench/pingpong.ts),
 // l7 (wrk: bench/l7.ts), scale (iptables vs maps: bench/scale.ts), propagation (control plane ->
-// kernel: bench/propagation.ts), memory (bench/memory.ts).
+// kernel: bench/propagation.ts), memory (bench/memory.ts), concurrency (connections held open at
+// once: bench/concurrency.ts).
 //
 // --quick: every scenario at small scale, a few minutes in all; it checks that the harness works
 // end to end (CI runs it through test/bench-quick.test.ts) — its numbers are not meant to be judged.
@@ -18,6 +19,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ROOT, ScenarioOptions, ScenarioResult } from './common';
+import { concurrencyArgs, runConcurrency } from './concurrency';
 import { l7Args, runL7 } from './l7';
 import { memoryArgs, runMemory } from './memory';
 import { pingpongArgs, runPingpong } from './pingpong';
@@ -25,7 +27,7 @@ import { propagationArgs, runPropagation } from './propagation';
 import { runScale, scaleArgs } from './scale';
 import { writeCharts } from './svg';
 
-export const SCENARIOS = ['pingpong', 'l7', 'scale', 'propagation', 'memory'] as const;
+export const SCENARIOS = ['pingpong', 'l7', 'scale', 'propagation', 'memory', 'concurrency'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function version(argv: string[], re?: RegExp): string {
@@ -100,6 +102,8 @@ async function runScenario(s: Scenario, args: string[], base: ScenarioOptions): 
       return runPropagation({ ...propagationArgs(args, base.quick), ...base });
     case 'memory':
       return runMemory({ ...memoryArgs(args, base.quick), ...base });
+    case 'concurrency':
+      return runConcurrency({ ...concurrencyArgs(args, base.quick), ...base });
   }
 }
 
