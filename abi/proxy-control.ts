@@ -34,7 +34,7 @@ export interface ProxyHello {
 
 /**
  * Sent by a proxy whose successor now holds its listening sockets and serves the control path
- * (proxy/handover.ts): the agent connects again (to the successor) and lets this session drain.
+ * (abi/proxy-handover.ts): the agent connects again (to the successor) and lets this session drain.
  */
 export interface ProxyHandover {
   type: 'handover';
@@ -178,7 +178,7 @@ export function parseProxyLine(line: string): ProxyHello | ProxyHandover | Proxy
  * a reply (ignored), and 'down' when the connected proxy goes away (whatever it had acknowledged
  * is then gone with it).
  *
- * A restart without a gap (proxy/handover.ts): the running proxy, once its successor holds the
+ * A restart without a gap (abi/proxy-handover.ts): the running proxy, once its successor holds the
  * listening sockets and serves the control path, says `handover` on its session. That session is
  * then draining: the client connects to the path again at once (reaching the successor), and the
  * draining session's end is 'retired', not 'down' (the proxy behind it finishes its connections

@@ -225,7 +225,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     // Steering is on from the start, so HTTP rules fail closed while no proxy runs (connects to
     // those services are refused). The proxy's own cgroup, exempt from steering, comes from
     // --proxy-cgroup or from the proxy itself when it connects (its hello).
-    // The proxy's cgroup, and during a handover (proxy/handover.ts) the old proxy's as well: both
+    // The proxy's cgroup, and during a handover (abi/proxy-handover.ts) the old proxy's as well: both
     // exempt until the old one has finished its connections.
     let exempt = 0n;
     let draining = 0n;

@@ -9,8 +9,7 @@ import { DEFAULT_BPFFS_DIR, findCgroup2Mount } from '../abi/pins';
 import { createLogger, type Logger } from '../core/log';
 import { parseIp } from '../core/ip';
 import { DEFAULT_PROXY_CONTROL, ownCgroupId, ProxyConfigMessage, serveControl, type ControlServer } from '../abi/proxy-control';
-import { DEFAULT_PROXY_HANDOVER, kernelExempts, serveHandover, takeOver, type Inheritance } from './handover';
-import * as bpf from '../native';
+import { closeInherited, DEFAULT_PROXY_HANDOVER, kernelExempts, serveHandover, takeOver, type Inheritance } from '../abi/proxy-handover';
 import { KernelOrigins } from './origin';
 import { compileRbacFilters } from './rbac';
 import { createL7Proxy } from './server';
@@ -26,7 +25,7 @@ const USAGE = `usage: sockmesh proxy --listen HOST:PORT [--listen HOST:PORT] [--
 
   Restarts fail no request: a proxy started while another runs takes its listening sockets over
   through the handover socket (default ${DEFAULT_PROXY_HANDOVER}), with the policies in force;
-  the old one then finishes its connections and exits (proxy/handover.ts).
+  the old one then finishes its connections and exits (abi/proxy-handover.ts).
 `;
 
 /** How long a successor waits for the agent to exempt its cgroup before it accepts anyway. */
@@ -145,7 +144,7 @@ export async function runProxyCli(args: string[]): Promise<void> {
         await proxy.listen({ host: l!.host, port: l!.port });
       }
     }
-    for (const x of inh.listeners) if (!taken.has(x.fd)) bpf.closeFd(x.fd);
+    for (const x of inh.listeners) if (!taken.has(x.fd)) closeInherited(x);
     inh.serving();
     log.info('took over from the running proxy', { listeners: inh.listeners.map((l) => `${l.host}:${l.port}`), inherited: taken.size });
   } else {

@@ -1,4 +1,4 @@
-// The proxy's handover channel (proxy/handover.ts) on its own: sockets really cross processes,
+// The proxy's handover channel (abi/proxy-handover.ts) on its own: sockets really cross processes,
 // and a successor that meets something other than a running proxy at the path gets a clear
 // error or a fresh start, never a crash or a leaked descriptor.
 import { test } from 'node:test';
@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import * as bpf from '../native';
-import { takeOver } from '../proxy/handover';
+import { takeOver } from '../abi/proxy-handover';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'sm-handover-'));
 const openFds = () => fs.readdirSync('/proc/self/fd').length;

@@ -15,7 +15,7 @@ import { sniffProtocol } from './sniff';
 export interface ListenAddress {
   /**
    * A listening TCP socket that is already bound (and may already be listening: handed over by
-   * the proxy this one replaces, proxy/handover.ts); host, port and ipv6Only are then ignored.
+   * the proxy this one replaces, abi/proxy-handover.ts); host, port and ipv6Only are then ignored.
    */
   fd?: number;
   /** Default 127.0.0.1. */

@@ -20,9 +20,9 @@
 // listening socket that always has a process accepting on it.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { config as configCodec } from '../abi/codecs';
-import { mapPin } from '../abi/pins';
-import type { ProxyConfigMessage } from '../abi/proxy-control';
+import { config as configCodec } from './codecs';
+import { mapPin } from './pins';
+import type { ProxyConfigMessage } from './proxy-control';
 import type { Logger } from '../core/log';
 import * as bpf from '../native';
 
@@ -252,6 +252,11 @@ export function serveHandover(path: string, hooks: HandoverHooks, log: Logger): 
     stopped = true;
     server?.close();
   };
+}
+
+/** Close an inherited listening socket that is not used here. */
+export function closeInherited(l: HandedListener): void {
+  bpf.closeFd(l.fd);
 }
 
 /** Whether the kernel exempts `cgroupId` from steering (the agent has believed its hello). */
